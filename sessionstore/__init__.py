@@ -1,0 +1,3 @@
+"""sessionstore."""
+
+__all__ = ()

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: free ports and real server processes."""
