@@ -1,0 +1,134 @@
+"""Session: a mutable mapping of JSON-able attributes plus the metadata Tomcat exposes.
+
+Change tracking is cheap on purpose: setting or deleting marks the session "touched", and so
+does reading a list or dict value (it may be mutated in place). Only a touched session is
+encoded and its digest compared with the stored one; an untouched one is unchanged for free.
+The marks are cleared only when the current state is known to equal the stored one and no
+other request is running on the session, so concurrent requests on one sticky session never
+hide each other's changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+
+from .codec import Attributes, JsonValue, Transcoder, check_storable, digest
+from .ids import SessionId
+
+
+class Session(MutableMapping[str, JsonValue]):
+    __slots__ = (
+        "_attributes", "_container_read", "_encoded", "_invalidated", "_touched",
+        "active_requests", "created", "last_accessed", "last_refresh", "loaded_id",
+        "max_inactive_interval", "new", "sid", "stored_attributes", "stored_digest", "transcoder",
+    )
+
+    def __init__(self, *, sid: SessionId, transcoder: Transcoder, created: float,
+                 last_accessed: float,
+                 max_inactive_interval: float, new: bool,
+                 attributes: Attributes | None = None,
+                 stored_attributes: bytes | None = None) -> None:
+        self.sid = sid
+        self.transcoder = transcoder
+        self.loaded_id = sid  # id under which memcached holds the session now
+        self.created = created
+        self.last_accessed = last_accessed
+        self.max_inactive_interval = max_inactive_interval
+        self.new = new
+        self._attributes: Attributes = attributes if attributes is not None else {}
+        # Encoded attributes as last stored in memcached (None: never stored) and their digest.
+        self.stored_attributes = stored_attributes
+        self.stored_digest = digest(stored_attributes) if stored_attributes is not None else None
+        self.last_refresh = last_accessed  # last write or expiry refresh in memcached
+        self._touched = False
+        self._container_read = False
+        self._encoded: bytes | None = None
+        self._invalidated = False
+        self.active_requests = 0  # requests between get_session and their end (sticky)
+
+    # -- metadata ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.sid.text
+
+    @property
+    def invalidated(self) -> bool:
+        return self._invalidated
+
+    def invalidate(self) -> None:
+        """End the session: it is removed locally and deleted from memcached after the request."""
+        self._invalidated = True
+        self._attributes = {}
+
+    # -- change tracking ---------------------------------------------------------------
+
+    @property
+    def changed(self) -> bool:
+        """True when the attributes differ from the stored ones (digest of their encoding)."""
+        if not (self._touched or self._container_read):
+            return False
+        return self.stored_digest is None or digest(self.encode()) != self.stored_digest
+
+    def may_have_changed(self) -> bool:
+        return self._touched or self._container_read
+
+    def encode(self) -> bytes:
+        """The encoded attributes (cached until the next change) for digest and backup."""
+        encoded = self._encoded
+        if encoded is None or self._container_read:
+            encoded = self._encoded = self.transcoder.encode(self._attributes)
+        return encoded
+
+    def mark_stored(self, encoded: bytes) -> None:
+        """The backup of `encoded` succeeded: it is now the state to compare and roll back to."""
+        self.stored_attributes = encoded
+        self.stored_digest = digest(encoded)
+        self.loaded_id = self.sid
+        if encoded is self._encoded and self.active_requests == 0:
+            self._touched = self._container_read = False
+
+    def mark_unchanged(self) -> None:
+        """Called right after `changed` said False: the marks are cleared, unless another
+        request is still running (it may hold a list or dict it has yet to change)."""
+        if self.active_requests == 0:
+            self._touched = self._container_read = False
+
+    def roll_back(self) -> None:
+        """Restore the attributes last stored (empty if never stored)."""
+        stored = self.stored_attributes
+        self._attributes = self.transcoder.decode(stored) if stored is not None else {}
+        self._encoded = stored
+        self._touched = self._container_read = False
+
+    # -- MutableMapping ----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> JsonValue:
+        value = self._attributes[key]
+        if type(value) is list or type(value) is dict:
+            self._container_read = True
+            self._encoded = None
+        return value
+
+    def __setitem__(self, key: str, value: JsonValue) -> None:
+        check_storable(key, value)
+        self._attributes[key] = value
+        self._touched = True
+        self._encoded = None
+
+    def __delitem__(self, key: str) -> None:
+        del self._attributes[key]
+        self._touched = True
+        self._encoded = None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._attributes
+
+    def __repr__(self) -> str:
+        return f"<Session {self.sid.text} new={self.new} attributes={len(self._attributes)}>"

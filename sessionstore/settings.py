@@ -1,0 +1,198 @@
+"""SessionStoreSettings: a frozen dataclass built from a TOML table or an environment mapping.
+
+Strict parsing; every error is a SettingsError naming the key and the bad value. Keys this
+module does not know are ignored (the app server decides what is unknown).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Literal, NoReturn, cast
+
+from .errors import SettingsError
+from .ids import ROUTE_PATTERN
+from .nodes import (
+    DnsNodes,
+    NodeListError,
+    NodeSpec,
+    parse_dns_nodes,
+    parse_failover_nodes,
+    parse_node_list,
+)
+
+Transcoder = Literal["json", "msgpack"]
+LockingKind = Literal["none", "all", "auto", "uriPattern"]
+
+_ROUTE_RE = re.compile(ROUTE_PATTERN)
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
+_COOKIE_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_MAX_EXPIRY = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SessionStoreSettings:
+    jvm_route: str
+    memcached_nodes: str
+    failover_nodes: str = ""
+    sticky: bool = True
+    locking_mode: str = "none"
+    request_uri_ignore_pattern: str = r".*\.(ico|png|gif|jpg|css|js)$"
+    session_backup_async: bool = False
+    session_backup_timeout: float = 0.1
+    operation_timeout: float = 0.5
+    node_retry_interval: float = 10.0
+    lock_timeout: float = 5.0
+    storage_key_prefix: str = ""
+    transcoder: Transcoder = "json"
+    max_inactive_interval: float = 1800.0
+    session_cookie_name: str = "JSESSIONID"
+    max_session_size: int = 1_000_000
+    resolver_valid: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not _ROUTE_RE.fullmatch(self.jvm_route):
+            _fail("jvm_route", self.jvm_route, "is not [A-Za-z0-9_-]{1,32}")
+        if not isinstance(self.memcached_nodes, str):
+            _fail("memcached_nodes", self.memcached_nodes, "is not a string")
+        nodes = self.nodes
+        if self.discovery is not None and self.failover_nodes.strip():
+            _fail("failover_nodes", self.failover_nodes,
+                  "is set but memcached_nodes is a dns: name (discovered nodes have no host "
+                  "relation to this server)")
+        try:
+            parse_failover_nodes(self.failover_nodes, nodes)
+        except NodeListError as exc:
+            raise SettingsError("failover_nodes", self.failover_nodes, str(exc)) from None
+        if self.failover_nodes.strip() and not self.sticky:
+            _fail("failover_nodes", self.failover_nodes,
+                  "is set but sticky = false (failover nodes apply to sticky mode only)")
+        self.locking  # noqa: B018 - validates locking_mode
+        try:
+            re.compile(self.request_uri_ignore_pattern)
+        except re.error as exc:
+            _fail("request_uri_ignore_pattern", self.request_uri_ignore_pattern,
+                  f"is not a regular expression ({exc})")
+        for name in ("session_backup_timeout", "operation_timeout", "node_retry_interval",
+                     "lock_timeout", "resolver_valid"):
+            _check_duration(name, getattr(self, name), maximum=3600.0)
+        _check_duration("max_inactive_interval", self.max_inactive_interval,
+                        maximum=float(_MAX_EXPIRY))
+        if not _PREFIX_RE.fullmatch(self.storage_key_prefix):
+            _fail("storage_key_prefix", self.storage_key_prefix, "is not [A-Za-z0-9_.:-]{0,64}")
+        if self.transcoder not in ("json", "msgpack"):
+            _fail("transcoder", self.transcoder, "is not one of json, msgpack")
+        if not _COOKIE_NAME_RE.fullmatch(self.session_cookie_name):
+            _fail("session_cookie_name", self.session_cookie_name, "is not a cookie name")
+        if (isinstance(self.max_session_size, bool) or not isinstance(self.max_session_size, int)
+                or not 1024 <= self.max_session_size <= 128 * 1024 * 1024):
+            _fail("max_session_size", self.max_session_size, "is not an integer 1024..134217728")
+        for name in ("sticky", "session_backup_async"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "is not a boolean")
+
+    @property
+    def discovery(self) -> DnsNodes | None:
+        """The DNS name and port when memcached_nodes is "dns:NAME:PORT", else None."""
+        try:
+            return parse_dns_nodes(self.memcached_nodes)
+        except NodeListError as exc:
+            raise SettingsError("memcached_nodes", self.memcached_nodes, str(exc)) from None
+
+    @property
+    def nodes(self) -> tuple[NodeSpec, ...]:
+        """The static node list; empty for "dns:NAME:PORT" (nodes are found at run time)."""
+        if self.discovery is not None:
+            return ()
+        try:
+            return parse_node_list(self.memcached_nodes)
+        except NodeListError as exc:
+            raise SettingsError("memcached_nodes", self.memcached_nodes, str(exc)) from None
+
+    @property
+    def failover(self) -> frozenset[str]:
+        return parse_failover_nodes(self.failover_nodes, self.nodes)
+
+    @property
+    def locking(self) -> tuple[LockingKind, re.Pattern[str] | None]:
+        """The locking mode and, for uriPattern:<regex>, the compiled pattern."""
+        mode = self.locking_mode
+        if mode in ("none", "all", "auto"):
+            return cast(LockingKind, mode), None
+        if mode.startswith("uriPattern:"):
+            try:
+                return "uriPattern", re.compile(mode.removeprefix("uriPattern:"))
+            except re.error as exc:
+                _fail("locking_mode", mode, f"has a bad regular expression ({exc})")
+        _fail("locking_mode", mode, "is not none, all, auto or uriPattern:<regex>")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> SessionStoreSettings:
+        """Build from a TOML member table (native types) or environment strings."""
+        kwargs: dict[str, object] = {}
+        for field in fields(cls):
+            if field.name not in values:
+                continue
+            raw = values[field.name]
+            kind = field.type
+            if kind == "bool":
+                kwargs[field.name] = _parse_bool(field.name, raw)
+            elif kind == "float":
+                kwargs[field.name] = _parse_float(field.name, raw)
+            elif kind == "int":
+                kwargs[field.name] = _parse_int(field.name, raw)
+            else:
+                if not isinstance(raw, str):
+                    _fail(field.name, raw, "is not a string")
+                kwargs[field.name] = raw
+        for required in ("jvm_route", "memcached_nodes"):
+            if required not in kwargs:
+                _fail(required, None, "is required")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _fail(key: str, value: object, reason: str) -> NoReturn:
+    raise SettingsError(key, value, reason)
+
+
+def _parse_bool(key: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise SettingsError(key, raw, "is not a boolean (true/false)")
+
+
+def _parse_float(key: str, raw: object) -> float:
+    if isinstance(raw, bool):
+        raise SettingsError(key, raw, "is not a number")
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise SettingsError(key, raw, "is not a number") from None
+    else:
+        raise SettingsError(key, raw, "is not a number")
+    if not math.isfinite(value):
+        raise SettingsError(key, raw, "is not a finite number")
+    return value
+
+
+def _parse_int(key: str, raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    raise SettingsError(key, raw, "is not an integer")
+
+
+def _check_duration(key: str, value: object, maximum: float) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or not 0 < value <= maximum):
+        raise SettingsError(key, value, f"is not a duration in seconds (0 < value <= {maximum:g})")
