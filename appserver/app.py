@@ -1,0 +1,71 @@
+"""create_app: the aiohttp application of one app server, wired to sessionstore."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+import sessionstore
+
+from .health import health_handler
+from .metrics import AppServerCollector, metrics_handler
+from .pages import DemoPage
+from .settings import AppServerSettings
+from .static import asset_url, load_assets, static_handler
+from .traffic import RequestTracker
+from .views import JSESSIONID_PARAMETER, SessionPages
+
+SETTINGS_KEY = web.AppKey("appserver_settings", AppServerSettings)
+REQUESTS_KEY = web.AppKey("appserver_requests", RequestTracker)
+
+
+def create_app(settings: AppServerSettings) -> web.Application:
+    requests = RequestTracker()
+    # The request tracker goes first so it also sees the answers of sessionstore's middleware.
+    app = web.Application(
+        client_max_size=settings.client_max_body_size,
+        middlewares=[requests.middleware],
+    )
+    manager = sessionstore.setup(app, settings.session)
+    app[SETTINGS_KEY] = settings
+    app[REQUESTS_KEY] = requests
+
+    assets = load_assets()
+    pages = SessionPages(
+        settings=settings,
+        page=DemoPage(
+            route=settings.jvm_route,
+            css_url=asset_url(assets, "style.css"),
+            logo_url=asset_url(assets, "logo.png"),
+        ),
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        AppServerCollector(
+            requests=requests,
+            stats=manager.stats.snapshot,
+            nodes=lambda: [(node.id, node.alive) for node in manager.node_status()],
+            sessions_in_memory=lambda: manager.local_session_count,
+        )
+    )
+
+    router = app.router
+    for path in ("/test", "/test.jsp"):
+        # The plain path first: an exact match is the cheapest lookup for the common case.
+        for route in (path, path + JSESSIONID_PARAMETER):
+            router.add_get(route, pages.test)
+            router.add_post(route, pages.test)
+    router.add_post("/logout", pages.logout)
+    router.add_post("/logout" + JSESSIONID_PARAMETER, pages.logout)
+    router.add_get("/", _to_test_page)
+    serve_static = static_handler(assets)
+    router.add_get("/static/{name:[^/;]+}", serve_static)
+    router.add_get("/static/{name:[^/;]+}" + JSESSIONID_PARAMETER, serve_static)
+    router.add_get(r"/{name:favicon\.ico}", static_handler({"favicon.ico": assets["logo.png"]}))
+    router.add_get("/health", health_handler(settings))
+    router.add_get("/metrics", metrics_handler(registry))
+    return app
+
+
+async def _to_test_page(request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": "/test"})
