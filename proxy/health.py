@@ -1,0 +1,145 @@
+"""Upstream health as a pure state machine: passive (nginx) and active (HAProxy) checks.
+
+Passive: `max_fails` failed requests within `fail_timeout` seconds take an
+upstream out for `fail_timeout` seconds; then it gets traffic again. Active:
+`fall` consecutive failed health checks take it out, `rise` consecutive
+successes bring it back. An upstream is available when neither says it is out.
+Time is always passed in (seconds, wall clock), so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+Change = Literal["UP", "DOWN"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    at: float
+    upstream: str
+    change: Change
+    reason: str
+
+    def describe(self, clock_text: str) -> str:
+        text = f"{self.upstream} {self.change} {clock_text}"
+        return f"{text} {self.reason}" if self.reason else text
+
+
+class EventLog:
+    """The last state changes of every upstream, oldest first."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self._events: deque[HealthEvent] = deque(maxlen=limit)
+
+    def add(self, event: HealthEvent) -> None:
+        self._events.append(event)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(tuple(self._events))
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+class UpstreamHealth:
+    """State of one upstream. Every method takes the current time `now`."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        log: EventLog,
+        max_fails: int,
+        fail_timeout: float,
+        fall: int,
+        rise: int,
+    ) -> None:
+        self.name = name
+        self._log = log
+        self._max_fails = max_fails
+        self._fail_timeout = fail_timeout
+        self._fall = fall
+        self._rise = rise
+        self._failure_times: deque[float] = deque()
+        self._passive_until = 0.0
+        self._active_down = False
+        self._check_fails = 0
+        self._check_passes = 0
+        self.reason = ""
+        self._up = True
+
+    # -- queries -------------------------------------------------------------
+    def available(self, now: float) -> bool:
+        if self._active_down:
+            return False
+        if self._passive_until and now >= self._passive_until:
+            self._passive_until = 0.0
+            self._failure_times.clear()
+            self._set_up(now, "fail_timeout expired")
+        return not self._passive_until
+
+    @property
+    def failing(self) -> bool:
+        """Recent passive failures are on record (so a success has something to clear)."""
+        return bool(self._failure_times)
+
+    @property
+    def is_up(self) -> bool:
+        """The state last reported (as in the event log)."""
+        return self._up
+
+    # -- passive -------------------------------------------------------------
+    def record_failure(self, now: float, reason: str) -> None:
+        if self._max_fails <= 0:
+            return
+        window_start = now - self._fail_timeout
+        times = self._failure_times
+        while times and times[0] < window_start:
+            times.popleft()
+        times.append(now)
+        if len(times) >= self._max_fails and not self._passive_until:
+            self._passive_until = now + self._fail_timeout
+            self._set_down(now, reason)
+
+    def record_success(self, now: float) -> None:
+        if self._failure_times and not self._passive_until:
+            self._failure_times.clear()
+
+    # -- active --------------------------------------------------------------
+    def record_check(self, now: float, ok: bool, reason: str = "") -> None:
+        if ok:
+            self._check_fails = 0
+            self._check_passes += 1
+            if self._active_down and self._check_passes >= self._rise:
+                self._active_down = False
+                self._passive_until = 0.0
+                self._failure_times.clear()
+                self._set_up(now, f"{self._rise} health checks passed")
+        else:
+            self._check_passes = 0
+            self._check_fails += 1
+            if not self._active_down and self._check_fails >= self._fall:
+                self._active_down = True
+                self._set_down(now, f"health check: {reason}")
+
+    # -- tick ----------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Notice a passive timeout that expired while nobody asked."""
+        self.available(now)
+
+    def _set_down(self, now: float, reason: str) -> None:
+        self.reason = reason
+        if self._up:
+            self._up = False
+            self._log.add(HealthEvent(now, self.name, "DOWN", reason))
+
+    def _set_up(self, now: float, reason: str) -> None:
+        if self._active_down or self._passive_until:
+            return
+        self.reason = ""
+        if not self._up:
+            self._up = True
+            self._log.add(HealthEvent(now, self.name, "UP", reason))

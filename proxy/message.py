@@ -1,0 +1,368 @@
+"""HTTP/1.1 request checks and header rewriting for both directions. Pure: no I/O.
+
+What reaches the upstream: the request line as received (always HTTP/1.1),
+Host passed through, hop-by-hop headers removed (Connection and the headers it
+names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*),
+X-Forwarded-For appended, X-Forwarded-Proto, X-Forwarded-Host and X-Real-IP
+set. Framing (Content-Length or chunked) is re-added by the proxy itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from proxy.errors import BadRequestError
+
+Framing = Literal["none", "length", "chunked", "close"]
+
+Header = tuple[bytes, bytes]
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# Set by the proxy, so a client's own values are dropped.
+_REPLACED = frozenset({b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host"})
+IDEMPOTENT_METHODS = frozenset(
+    {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE", b"PROPFIND"}
+)
+_REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE"})
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class PreparedRequest:
+    """A checked client request and the head to send upstream."""
+
+    __slots__ = (
+        "chunked",
+        "close_requested",
+        "content_length",
+        "cookies",
+        "expect_continue",
+        "head",
+        "idempotent",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        head: bytes,
+        content_length: int | None,
+        chunked: bool,
+        upgrade: bool,
+        idempotent: bool,
+        cookies: list[str],
+    ) -> None:
+        self.head = head
+        self.content_length = content_length
+        self.chunked = chunked
+        self.upgrade = upgrade
+        self.idempotent = idempotent
+        self.cookies = cookies
+        self.expect_continue = False
+        self.close_requested = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def _connection_tokens(values: Sequence[bytes]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for value in values:
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return tokens
+
+
+# Connection tokens that name no header of their own.
+_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
+def _named_by_connection(values: list[bytes]) -> set[bytes]:
+    """Headers a Connection header declares hop-by-hop (beyond the usual ones)."""
+    return _connection_tokens(values) - _PLAIN_TOKENS
+
+
+def _drop_named(lines: list[bytes], dropped: set[bytes]) -> list[bytes]:
+    """Remove `name: value\r\n` groups (4 items each, from index 1) whose name is dropped."""
+    kept = lines[:1]
+    for index in range(1, len(lines) - 3, 4):
+        if lines[index].lower() not in dropped:
+            kept += lines[index : index + 4]
+    return kept
+
+
+def prepare_request(
+    method: bytes,
+    target: bytes,
+    headers: Sequence[Header],
+    *,
+    http_version: str,
+    upgrade: bool,
+    client_ip: bytes,
+    max_body_size: int,
+) -> PreparedRequest:
+    """Check a parsed request and build the head for the upstream, or raise BadRequestError.
+
+    `upgrade` is the parser's verdict that this is a protocol upgrade (WebSocket).
+    The syntax (methods, header names, Content-Length digits and duplicates,
+    Transfer-Encoding with Content-Length, obs-fold) was checked by llhttp already.
+    """
+    if method in _REFUSED_METHODS:
+        raise BadRequestError(405, f"method {method.decode()} not allowed")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        raise BadRequestError(400, "request target must be an absolute path")
+    lines = [method + b" " + target + b" HTTP/1.1\r\n"]
+    host: bytes | None = None
+    content_length: int | None = None
+    chunked = False
+    connection_values: list[bytes] = []
+    forwarded_for: list[bytes] = []
+    upgrade_value: bytes | None = None
+    cookies: list[str] = []
+    expect_continue = False
+    for name, value in headers:
+        low = name.lower()
+        if low in _WATCHED_REQUEST:
+            if low == b"host":
+                if host is not None:
+                    raise BadRequestError(400, "more than one Host header")
+                host = value
+            elif low == b"content-length":
+                content_length = int(value)
+            elif low == b"cookie":
+                cookies.append(value.decode("latin-1"))
+            elif low == b"expect":
+                expect_continue = value.lower() == b"100-continue"
+                continue  # the proxy answers 100-continue itself, as nginx does
+            else:
+                if low == b"transfer-encoding":
+                    chunked = value.strip().lower().endswith(b"chunked")
+                elif low == b"connection":
+                    connection_values.append(value)
+                elif low == b"x-forwarded-for":
+                    forwarded_for.append(value)
+                elif low == b"upgrade":
+                    upgrade_value = value
+                continue
+        elif low[:6] == b"proxy-":
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    if host is None and http_version == "1.1":
+        raise BadRequestError(400, "missing Host header")
+    if content_length is not None and chunked:
+        raise BadRequestError(400, "both Content-Length and Transfer-Encoding")
+    if max_body_size and content_length is not None and content_length > max_body_size:
+        raise BadRequestError(413, "request body larger than client_max_body_size")
+    tunnel = close_requested = False
+    if connection_values:
+        tokens = _connection_tokens(connection_values)
+        close_requested = b"close" in tokens
+        tunnel = upgrade and upgrade_value is not None and b"upgrade" in tokens
+        dropped = tokens - _PLAIN_TOKENS
+        if dropped:
+            lines = _drop_named(lines, dropped)
+    if host is not None:
+        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if forwarded_for:
+        lines += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b", ", client_ip, b"\r\n")
+    else:
+        lines += (b"X-Forwarded-For: ", client_ip, b"\r\n")
+    lines += (b"X-Forwarded-Proto: http\r\nX-Real-IP: ", client_ip, b"\r\n")
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    if tunnel and upgrade_value is not None:
+        lines += (b"Upgrade: ", upgrade_value, b"\r\nConnection: upgrade\r\n")
+    lines.append(b"\r\n")
+    prepared = PreparedRequest(
+        b"".join(lines),
+        content_length,
+        chunked,
+        tunnel,
+        method in IDEMPOTENT_METHODS,
+        cookies,
+    )
+    prepared.expect_continue = expect_continue and (chunked or bool(content_length))
+    prepared.close_requested = close_requested
+    return prepared
+
+
+_WATCHED_REQUEST = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"cookie",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-real-ip",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        *HOP_BY_HOP,
+    }
+)
+
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# The response header lines the proxy must look at: one scan of the lower-cased head
+# finds them all (case-sensitive matching lets the regex engine jump from CRLF to CRLF).
+_SPECIAL_LINE = re.compile(
+    rb"\r\n(connection|keep-alive|te|trailer|transfer-encoding|upgrade|content-length|proxy-"
+    + _TOKEN
+    + rb")[ \t]*:[ \t]*([^\r\n]*)"
+)
+
+
+def _drop_header_lines(head: bytes, names: set[bytes]) -> bytes:
+    lines = head.split(b"\r\n")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if line.split(b":", 1)[0].strip().lower() not in names:
+            kept.append(line)
+    return b"\r\n".join(kept)
+
+
+# How one upstream response reaches the client, as a plain tuple (the hot path):
+# (head for the client, framing of the client's body, client connection stays open,
+#  upstream delimits the body by closing, upstream Content-Length or -1 (-2 when
+#  duplicated), upstream connection may be reused).
+ResponsePlan = tuple[bytes, Framing, bool, bool, int, bool]
+
+_HOP_LINE = re.compile(
+    rb"\r\n(?i:connection|keep-alive|te|trailer|transfer-encoding|upgrade|proxy-"
+    + _TOKEN
+    + rb")[ \t]*:[^\r\n]*"
+)
+_UPGRADE_VALUE = re.compile(rb"\r\n(?i:upgrade)[ \t]*:[ \t]*([^\r\n]*)")
+
+
+def prepare_response(
+    head: bytes,
+    status: int,
+    *,
+    head_only: bool,
+    client_http11: bool,
+    client_keep_alive: bool,
+    tunnel: bool = False,
+) -> ResponsePlan:
+    """Rewrite an upstream response head for the client.
+
+    `head` is the raw status line and header lines, without the blank line.
+    A body the upstream delimits by chunks or by closing reaches an HTTP/1.1
+    client chunked, an HTTP/1.0 client delimited by close. Works on the raw
+    bytes with one regular expression scan: this is the hot path.
+    """
+    has_length = has_chunks = hop = False
+    content_length = -1
+    upstream_keep_alive = head[5:8] == b"1.1"
+    named: set[bytes] = set()
+    for name, value in _SPECIAL_LINE.findall(head.lower()):
+        if name == b"content-length":
+            # A second Content-Length makes the length unknown: the parser rejects it.
+            content_length = int(value) if value.isdigit() and not has_length else -2
+            has_length = True
+            continue
+        hop = True
+        if name == b"transfer-encoding":
+            has_chunks = True
+        elif name == b"connection":
+            if value == b"close":
+                upstream_keep_alive = False
+            elif value == b"keep-alive":
+                upstream_keep_alive = True
+            else:
+                tokens = _connection_tokens([value])
+                if b"close" in tokens:
+                    upstream_keep_alive = False
+                elif b"keep-alive" in tokens:
+                    upstream_keep_alive = True
+                named |= tokens - _PLAIN_TOKENS
+    kept = _HOP_LINE.sub(b"", head) if hop else head
+    if named:
+        kept = _drop_header_lines(kept, named)
+    framing: Framing
+    if head_only or status in NO_BODY_STATUSES or status < 200:
+        framing = "none"
+    elif has_length and not has_chunks:
+        framing = "length"
+    elif client_http11:
+        framing = "chunked"
+    else:
+        framing = "close"
+    keep_alive = client_keep_alive and framing != "close" and not tunnel
+    if tunnel:
+        upgrade = _UPGRADE_VALUE.search(head)
+        value = upgrade.group(1) if upgrade is not None else b"websocket"
+        tail = b"\r\nUpgrade: " + value + b"\r\nConnection: upgrade\r\n\r\n"
+    elif framing == "chunked":
+        tail = b"\r\nTransfer-Encoding: chunked\r\n\r\n" if keep_alive else _CHUNKED_CLOSE
+    elif not keep_alive:
+        tail = b"\r\nConnection: close\r\n\r\n"
+    elif not client_http11:
+        tail = b"\r\nConnection: keep-alive\r\n\r\n"
+    else:
+        tail = b"\r\n\r\n"
+    until_close = framing != "none" and not has_length and not has_chunks and not tunnel
+    return (
+        b"HTTP/1.1" + kept[8:] + tail,
+        framing,
+        keep_alive,
+        until_close,
+        content_length if has_length and not has_chunks else -1,
+        upstream_keep_alive and not until_close,
+    )
+
+
+_CHUNKED_CLOSE = b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+
+
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def error_response(status: int, detail: str, *, keep_alive: bool = False) -> bytes:
+    """A short plain-text response naming the cause, e.g. `502 Bad Gateway: app1 refused`."""
+    reason = _REASONS.get(status, "Error")
+    body = f"{status} {reason}: {detail}\n".encode("utf-8", "replace")
+    connection = b"keep-alive" if keep_alive else b"close"
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\nConnection: %s\r\n\r\n" % (len(body), connection),
+            body,
+        )
+    )
+
+
+def simple_response(
+    status: int, content_type: str, body: bytes, *, keep_alive: bool, head_only: bool = False
+) -> bytes:
+    reason = _REASONS.get(status, "OK" if status == 200 else "Error").encode()
+    head = (
+        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\nConnection: %s\r\n\r\n"
+        % (
+            status,
+            reason,
+            content_type.encode(),
+            len(body),
+            b"keep-alive" if keep_alive else b"close",
+        )
+    )
+    return head if head_only else head + body

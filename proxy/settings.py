@@ -1,0 +1,258 @@
+"""Proxy settings: one frozen dataclass built from a TOML table or the environment.
+
+Names follow nginx (`max_fails`, `fail_timeout`, `next_upstream_tries`,
+`keepalive`, `client_max_body_size`, `proxy_connect_timeout`, ...) and HAProxy
+(`fall`, `rise`). Durations are seconds as floats.
+
+`upstreams` is a comma-separated list of `name=host:port`, each optionally
+followed by nginx's ` weight=N` (``"app1=127.0.0.1:8081 weight=2,app2=127.0.0.1:8082"``).
+
+Where the meaning differs from nginx: `proxy_connect_timeout` defaults to 5 s
+(nginx: 60) because a dead app server should fail over fast; `keepalive` is the
+number of idle connections kept per upstream server; `keepalive_timeout` bounds
+both an idle client connection and an idle pooled upstream connection.
+Zero switches a feature off: `max_fails = 0` (no passive checks),
+`health_interval = 0` (no active checks), `client_max_body_size = 0` (no limit),
+`next_upstream_tries = 0` (try every upstream once, as nginx).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from proxy.errors import SettingsError
+
+Policy = Literal["sticky", "round_robin"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
+# Keys of a cluster member table that describe the topology, not the proxy.
+_IGNORED_KEYS = frozenset({"host"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """One app server behind the proxy."""
+
+    name: str
+    host: str
+    port: int
+    weight: int = 1
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    upstreams: tuple[UpstreamSpec, ...] = field(default_factory=tuple)
+    policy: Policy = "sticky"
+    session_cookie_name: str = "JSESSIONID"
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    next_upstream_tries: int = 0
+    keepalive: int = 32
+    keepalive_timeout: float = 60.0
+    client_max_body_size: int = 1024 * 1024
+    proxy_connect_timeout: float = 5.0
+    proxy_read_timeout: float = 60.0
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    send_timeout: float = 60.0
+    health_path: str = "/health"
+    health_interval: float = 2.0
+    health_timeout: float = 1.0
+    fall: int = 3
+    rise: int = 2
+    status_prefix: str = "/_proxy"
+
+    @property
+    def tries_limit(self) -> int:
+        """How many upstreams one request may try (0 means all, as nginx)."""
+        count = len(self.upstreams)
+        if self.next_upstream_tries <= 0:
+            return count
+        return min(self.next_upstream_tries, count)
+
+
+def parse_listen(key: str, value: str, *, any_port: bool = False) -> tuple[str, int]:
+    """`host:port`; with `any_port`, port 0 (the system picks one) is allowed."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(key, value, "expected host:port")
+    lowest = 0 if any_port else 1
+    if not port_text.isdigit() or not lowest <= int(port_text) < 65536:
+        raise SettingsError(key, value, f"port {port_text!r} is not a number in {lowest}..65535")
+    return host.strip("[]"), int(port_text)
+
+
+def parse_upstreams(value: str) -> tuple[UpstreamSpec, ...]:
+    key = "upstreams"
+    specs: list[UpstreamSpec] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            raise SettingsError(key, value, "empty entry")
+        name, eq, rest = entry.partition("=")
+        name = name.strip()
+        if not eq or not _NAME.match(name):
+            raise SettingsError(key, value, f"entry {entry!r} is not name=host:port")
+        address, *options = rest.split() or [""]
+        weight = 1
+        for option in options:
+            opt_name, _, opt_value = option.partition("=")
+            if opt_name != "weight" or not opt_value.isdigit() or int(opt_value) < 1:
+                raise SettingsError(key, value, f"option {option!r} is not weight=N (N >= 1)")
+            weight = int(opt_value)
+        try:
+            host, port = parse_listen(key, address)
+        except SettingsError as error:
+            raise SettingsError(key, value, f"entry {entry!r}: {error.why}") from None
+        if any(spec.name == name for spec in specs):
+            raise SettingsError(key, value, f"upstream name {name!r} appears twice")
+        specs.append(UpstreamSpec(name=name, host=host, port=port, weight=weight))
+    return tuple(specs)
+
+
+def parse_size(key: str, value: object) -> int:
+    """nginx sizes: bytes, or a number followed by k, m or g."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(str(value).strip())
+    if match is None or isinstance(value, bool):
+        raise SettingsError(key, value, "expected a size such as 1048576, 10k or 1m")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _parse_seconds(key: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise SettingsError(key, value, "expected seconds")
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingsError(key, value, "expected seconds as a number") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise SettingsError(key, value, "expected a finite number of seconds >= 0")
+    return seconds
+
+
+def _parse_count(key: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise SettingsError(key, value, "expected a whole number")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    else:
+        raise SettingsError(key, value, "expected a whole number")
+    if number < minimum:
+        raise SettingsError(key, value, f"must be >= {minimum}")
+    return number
+
+
+def _parse_path(key: str, value: object) -> str:
+    text = str(value)
+    if not text.startswith("/") or any(c.isspace() for c in text):
+        raise SettingsError(key, value, "expected a path starting with / and no spaces")
+    return text
+
+
+def _parse_policy(key: str, value: object) -> Policy:
+    if value == "sticky":
+        return "sticky"
+    if value == "round_robin":
+        return "round_robin"
+    raise SettingsError(key, value, "expected sticky or round_robin")
+
+
+_SECONDS_KEYS = (
+    "fail_timeout",
+    "keepalive_timeout",
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "client_header_timeout",
+    "client_body_timeout",
+    "send_timeout",
+    "health_interval",
+    "health_timeout",
+)
+_COUNT_KEYS = {"max_fails": 0, "next_upstream_tries": 0, "keepalive": 0, "fall": 1, "rise": 1}
+KNOWN_KEYS = frozenset(
+    {
+        "listen",
+        "upstreams",
+        "policy",
+        "session_cookie_name",
+        "client_max_body_size",
+        "health_path",
+        "status_prefix",
+        *_SECONDS_KEYS,
+        *_COUNT_KEYS,
+    }
+)
+_CONNECT_TIMEOUT_KEYS = ("proxy_connect_timeout", "proxy_read_timeout", "health_timeout")
+
+
+def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
+    """Strictly parse a mapping of lower-case keys (TOML member table or environment)."""
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        if key in _IGNORED_KEYS:
+            continue
+        if key not in KNOWN_KEYS:
+            raise SettingsError(key, value, "unknown key")
+        if key == "listen":
+            values["listen_host"], values["listen_port"] = parse_listen(
+                key, str(value), any_port=True
+            )
+        elif key == "upstreams":
+            values["upstreams"] = parse_upstreams(str(value))
+        elif key == "policy":
+            values["policy"] = _parse_policy(key, value)
+        elif key == "session_cookie_name":
+            text = str(value)
+            if not _NAME.match(text):
+                raise SettingsError(key, value, "expected a cookie name token")
+            values[key] = text
+        elif key == "client_max_body_size":
+            values[key] = parse_size(key, value)
+        elif key in ("health_path", "status_prefix"):
+            path = _parse_path(key, value)
+            values[key] = path.rstrip("/") if key == "status_prefix" else path
+        elif key in _SECONDS_KEYS:
+            values[key] = _parse_seconds(key, value)
+            if key in _CONNECT_TIMEOUT_KEYS and values[key] == 0:
+                raise SettingsError(key, value, "must be > 0")
+        else:
+            values[key] = _parse_count(key, value, _COUNT_KEYS[key])
+    if not values.get("upstreams"):
+        raise SettingsError("upstreams", raw.get("upstreams"), "at least one upstream is required")
+    if values.get("status_prefix") == "":
+        raise SettingsError("status_prefix", raw.get("status_prefix"), "must not be /")
+    return ProxySettings(**values)  # type: ignore[arg-type]
+
+
+def settings_from_environ(environ: Mapping[str, str]) -> ProxySettings:
+    """Every key as an upper-case variable: LISTEN, UPSTREAMS, POLICY, MAX_FAILS, ..."""
+    raw = {key: environ[key.upper()] for key in KNOWN_KEYS if key.upper() in environ}
+    return settings_from_mapping(raw)
+
+
+def settings_from_toml(document: Mapping[str, object], name: str) -> ProxySettings:
+    """Member `name` of the `[proxy]` role: role scalars merged with `[proxy.NAME]`."""
+    role = document.get("proxy")
+    if not isinstance(role, Mapping):
+        raise SettingsError("proxy", role, "the topology has no [proxy] table")
+    member = role.get(name)
+    if not isinstance(member, Mapping):
+        raise SettingsError("name", name, "no such [proxy.NAME] member in the topology")
+    raw = {key: value for key, value in role.items() if not isinstance(value, Mapping)}
+    raw.update(member)
+    return settings_from_mapping(raw)

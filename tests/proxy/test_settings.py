@@ -1,0 +1,110 @@
+"""Settings: strict parsing from TOML member tables and from the environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from proxy.errors import SettingsError
+from proxy.settings import (
+    UpstreamSpec,
+    parse_size,
+    settings_from_environ,
+    settings_from_mapping,
+    settings_from_toml,
+)
+
+
+def test_defaults_follow_nginx_names() -> None:
+    settings = settings_from_mapping({"upstreams": "app1=127.0.0.1:8081"})
+    assert settings.session_cookie_name == "JSESSIONID"
+    assert (settings.max_fails, settings.fail_timeout, settings.keepalive) == (1, 10.0, 32)
+    assert settings.client_max_body_size == 1024 * 1024
+    assert settings.status_prefix == "/_proxy"
+    assert settings.tries_limit == 1
+
+
+def test_upstreams_with_nginx_weight() -> None:
+    settings = settings_from_mapping(
+        {"upstreams": "app1=127.0.0.1:8081 weight=3, app2=10.0.0.2:8082", "policy": "sticky"}
+    )
+    assert settings.upstreams == (
+        UpstreamSpec("app1", "127.0.0.1", 8081, 3),
+        UpstreamSpec("app2", "10.0.0.2", 8082, 1),
+    )
+    assert settings.tries_limit == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("1m", 1048576), ("10k", 10240), ("123", 123), ("2G", 2 << 30), (0, 0)]
+)
+def test_sizes_as_nginx_writes_them(text: object, size: int) -> None:
+    assert parse_size("client_max_body_size", text) == size
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "value"),
+    [
+        ({"upstreams": "app1=127.0.0.1"}, "upstreams", "app1=127.0.0.1"),
+        ({"upstreams": "app1=h:1 weight=0"}, "upstreams", "app1=h:1 weight=0"),
+        ({"upstreams": "a=h:1,a=h:2"}, "upstreams", "a=h:1,a=h:2"),
+        ({"upstreams": "a=h:1", "policy": "random"}, "policy", "random"),
+        ({"upstreams": "a=h:1", "max_fails": "many"}, "max_fails", "many"),
+        ({"upstreams": "a=h:1", "fail_timeout": "-1"}, "fail_timeout", "-1"),
+        ({"upstreams": "a=h:1", "client_max_body_size": "1q"}, "client_max_body_size", "1q"),
+        ({"upstreams": "a=h:1", "listen": "8080"}, "listen", "8080"),
+        ({"upstreams": "a=h:1", "health_path": "health"}, "health_path", "health"),
+        ({"upstreams": "a=h:1", "proxy_conect_timeout": 1}, "proxy_conect_timeout", 1),
+        ({}, "upstreams", None),
+    ],
+)
+def test_bad_values_name_key_and_value(raw: dict[str, object], key: str, value: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_mapping(raw)
+    assert caught.value.key == key
+    assert caught.value.value == value
+    assert key in str(caught.value)
+
+
+def test_toml_member_merges_role_defaults_and_ignores_host() -> None:
+    document = {
+        "proxy": {
+            "max_fails": 3,
+            "proxy": {
+                "listen": "127.0.0.1:8080",
+                "host": "host1",
+                "upstreams": "app1=127.0.0.1:8081,app2=127.0.0.1:8082",
+                "policy": "sticky",
+                "max_fails": 2,
+            },
+            "other": {"listen": "127.0.0.1:9090", "upstreams": "x=127.0.0.1:1"},
+        }
+    }
+    settings = settings_from_toml(document, "proxy")
+    assert settings.max_fails == 2
+    assert settings.listen_port == 8080
+    with pytest.raises(SettingsError, match="name"):
+        settings_from_toml(document, "missing")
+
+
+def test_environment_uses_upper_case_keys() -> None:
+    settings = settings_from_environ(
+        {"LISTEN": "127.0.0.1:9000", "UPSTREAMS": "a=127.0.0.1:1", "MAX_FAILS": "4", "PATH": "/x"}
+    )
+    assert (settings.listen_port, settings.max_fails) == (9000, 4)
+
+
+def test_bad_setting_exits_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy"],
+        env={"UPSTREAMS": "app1=127.0.0.1:8081", "POLICY": "bogus"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "proxy: bad proxy setting policy='bogus': expected sticky or round_robin"
+    ]
