@@ -1,0 +1,5 @@
+"""`python -m cluster` is `sessionha`."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Checks made before anything starts: the memcached binary and free ports."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import socket
+
+from .errors import PreflightError
+from .topology import Member, Topology
+
+INSTALL_MEMCACHED = "sudo apt-get install memcached"
+
+
+def find_memcached() -> str:
+    """Path of the memcached binary, or one line saying how to install it."""
+    binary = shutil.which("memcached")
+    if binary is None:
+        raise PreflightError(f"memcached is not installed (install it with: {INSTALL_MEMCACHED})")
+    return binary
+
+
+def check_port_free(member: Member) -> None:
+    """A bind attempt, as the member itself will make (SO_REUSEADDR, like the servers)."""
+    family = socket.AF_INET6 if ":" in member.listen.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((member.listen.host, member.listen.port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PreflightError(
+                    f"port {member.listen.port} is already in use "
+                    f"({member.name} wants to listen on {member.listen})"
+                ) from None
+            raise PreflightError(
+                f"{member.name} cannot listen on {member.listen}: {error.strerror}"
+            ) from None
+
+
+def preflight(topology: Topology) -> str | None:
+    """Everything `up` checks first; returns the memcached binary when one is needed."""
+    binary = find_memcached() if topology.of_role("memcached") else None
+    for member in topology.members:
+        check_port_free(member)
+    return binary

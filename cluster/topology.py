@@ -1,0 +1,175 @@
+"""The cluster topology (pure): parse and validate the TOML file into members.
+
+The file has one table per role (`[memcached]`, `[appserver]`, `[proxy]`). A role
+table's scalar keys are defaults for its members; each `[role.NAME]` sub-table is
+one member and overrides them. `listen` and `host` are read here; memcached's
+`memory` and `item_size_limit` too, since the launcher is memcached's only
+configuration. Every other key belongs to the app server or proxy, which read the
+same file themselves.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import TopologyError
+
+Role = Literal["memcached", "appserver", "proxy"]
+ROLES: tuple[Role, ...] = ("memcached", "appserver", "proxy")
+
+MEMCACHED_KEYS = frozenset({"listen", "host", "memory", "item_size_limit"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_SIZE = re.compile(r"^[1-9][0-9]*[kKmM]?$")
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """Where a local client connects: a wildcard listen address means loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    role: Role
+    listen: Address
+    host: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_mb(self) -> int:
+        return int(self.settings.get("memory", 64))
+
+    @property
+    def item_size_limit(self) -> str:
+        return str(self.settings.get("item_size_limit", "1m"))
+
+
+@dataclass(frozen=True)
+class Topology:
+    members: tuple[Member, ...]
+
+    def member(self, name: str) -> Member:
+        for member in self.members:
+            if member.name == name:
+                return member
+        raise TopologyError(f"unknown member {name!r} (members: {', '.join(self.names)})")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(member.name for member in self.members)
+
+    def of_role(self, role: Role) -> tuple[Member, ...]:
+        return tuple(member for member in self.members if member.role == role)
+
+
+def parse_address(text: object, *, where: str) -> Address:
+    """`host:port` or `[v6]:port`; the error names the member and the bad value."""
+    if not isinstance(text, str):
+        raise TopologyError(f"{where}: listen must be a string like '127.0.0.1:8080', got {text!r}")
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise TopologyError(f"{where}: listen must be host:port with a port 1-65535, got {text!r}")
+    return Address(host, int(port_text))
+
+
+def _member(role: Role, name: str, table: Mapping[str, Any], defaults: Mapping[str, Any]) -> Member:
+    where = f"[{role}.{name}]"
+    if not _NAME.match(name):
+        raise TopologyError(f"{where}: member names are letters, digits, '-' and '_'")
+    merged = {**defaults, **table}
+    for key, value in merged.items():
+        if isinstance(value, dict):
+            raise TopologyError(f"{where}: unexpected sub-table {key!r}")
+    if "listen" not in merged:
+        raise TopologyError(f"{where}: missing key 'listen' (host:port)")
+    host = merged.get("host")
+    if host is not None and not isinstance(host, str):
+        raise TopologyError(f"{where}: host must be a string, got {host!r}")
+    if role == "memcached":
+        unknown = sorted(set(merged) - MEMCACHED_KEYS)
+        if unknown:
+            raise TopologyError(
+                f"{where}: unknown key {unknown[0]!r} (memcached members take "
+                f"{', '.join(sorted(MEMCACHED_KEYS))})"
+            )
+        memory = merged.get("memory", 64)
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
+            raise TopologyError(f"{where}: memory must be a positive number of MB, got {memory!r}")
+        limit = merged.get("item_size_limit", "1m")
+        if isinstance(limit, bool) or not _SIZE.match(str(limit)):
+            raise TopologyError(
+                f'{where}: item_size_limit must look like "1m" or "512k", got {limit!r}'
+            )
+    return Member(name, role, parse_address(merged["listen"], where=where), host, merged)
+
+
+def parse_topology(data: Mapping[str, Any]) -> Topology:
+    """Members of every role, in start order (memcached, app servers, proxy)."""
+    unknown = sorted(set(data) - set(ROLES))
+    if unknown:
+        raise TopologyError(f"unknown table [{unknown[0]}] (expected {', '.join(ROLES)})")
+    members: list[Member] = []
+    for role in ROLES:
+        table = data.get(role, {})
+        if not isinstance(table, dict):
+            raise TopologyError(f"[{role}] must be a table")
+        defaults = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        for name, sub in table.items():
+            if isinstance(sub, dict):
+                members.append(_member(role, name, sub, defaults))
+    if not members:
+        raise TopologyError(
+            "no members: add at least one [memcached.NAME], [appserver.NAME] or [proxy.NAME] table"
+        )
+    seen_names: dict[str, Member] = {}
+    seen_ports: dict[int, Member] = {}
+    for member in members:
+        if member.name in seen_names:
+            first = seen_names[member.name]
+            raise TopologyError(
+                f"member name {member.name!r} is used twice "
+                f"([{first.role}.{first.name}] and [{member.role}.{member.name}])"
+            )
+        seen_names[member.name] = member
+        # Same port on two loopback/wildcard addresses still collides, so ports are unique.
+        other = seen_ports.get(member.listen.port)
+        if other is not None:
+            raise TopologyError(
+                f"{other.name} and {member.name} both listen on port {member.listen.port}"
+            )
+        seen_ports[member.listen.port] = member
+    return Topology(tuple(members))
+
+
+def load_topology(path: Path) -> Topology:
+    """Read and validate the TOML file; every problem is one TopologyError line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError(f"{path}: no such topology file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise TopologyError(f"{path}: cannot read: {error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise TopologyError(f"{path}: invalid TOML: {error}") from None
+    try:
+        return parse_topology(data)
+    except TopologyError as error:
+        raise TopologyError(f"{path}: {error}") from None

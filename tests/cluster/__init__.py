@@ -1,0 +1,1 @@
+"""Tests of the local cluster launcher's pure core."""

@@ -1,0 +1,1 @@
+"""End-to-end tests: the real cluster started by `sessionha up`, driven through the proxy."""
