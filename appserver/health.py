@@ -21,7 +21,7 @@ def health_handler(settings: AppServerSettings) -> Handler:
     async def serve_health(request: web.Request) -> web.Response:
         manager = request.app[MANAGER_KEY]
         nodes = manager.node_status()
-        degraded = bool(nodes) and not any(node.alive for node in nodes)
+        degraded = not any(node.alive for node in nodes)  # also: no node discovered yet
         body = {
             "status": "degraded" if degraded else "ok",
             "route": settings.jvm_route,

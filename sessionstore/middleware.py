@@ -153,11 +153,13 @@ def session_middleware(manager: SessionManager) -> Middleware:
                 await manager.abandon(state.session, state.lock)
             raise
         state = _state_of(request)
+        path = request.path.partition(";")[0]  # without ;jsessionid=... for the ignore pattern
         if state is None:
+            if manager.is_ignored(path):  # static files: counted, as MSM does, never loaded
+                manager.stats.requests_ignored += 1
             if raised is not None:
                 raise raised
             return response
-        path = request.path.partition(";")[0]  # without ;jsessionid=... for the ignore pattern
         for ended in state.ended:
             await manager.finish(ended, None, manager.plan_save(ended, path))
         session = state.session

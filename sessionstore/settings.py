@@ -43,7 +43,9 @@ class SessionStoreSettings:
     locking_mode: str = "none"
     request_uri_ignore_pattern: str = r".*\.(ico|png|gif|jpg|css|js)$"
     session_backup_async: bool = False
-    session_backup_timeout: float = 0.1
+    # MSM's default is 100 ms; ours outlasts operation_timeout so that under load a sync
+    # backup still completes before the response, as ARCHITECTURE.md promises.
+    session_backup_timeout: float = 1.0
     operation_timeout: float = 0.5
     node_retry_interval: float = 10.0
     lock_timeout: float = 5.0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from aiohttp import web
 
 import sessionstore
 from sessionstore import SessionManager, SessionStoreSettings, encode_url, get_session
+from sessionstore.resolver import Resolver
 
 
 def settings_for(*nodes: str, **overrides: object) -> SessionStoreSettings:
@@ -93,9 +95,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(settings: SessionStoreSettings,
-             clock: Callable[[], float] | None = None) -> web.Application:
+             clock: Callable[[], float] | None = None,
+             resolver: Resolver | None = None) -> web.Application:
     app = web.Application()
-    manager = SessionManager(settings=settings, clock=clock) if clock else None
+    manager = None
+    if clock is not None or resolver is not None:
+        manager = SessionManager(settings=settings, clock=clock or time.time, resolver=resolver)
     sessionstore.setup(app, settings, manager=manager)
     app.router.add_get("/show", show)
     app.router.add_get("/put", put)

@@ -26,15 +26,15 @@ async def raw_at(port: int, key: str) -> bytes:
     return data
 
 
-async def record_at(port: int, key: str) -> Record | None:
-    async with MemcachedClient(node="inspect", host="127.0.0.1", port=port,
+async def record_at(port: int, key: str, host: str = "127.0.0.1") -> Record | None:
+    async with MemcachedClient(node="inspect", host=host, port=port,
                                operation_timeout=2.0, pool_size=1) as client:
         data = await client.get(key.encode())
     return decode_record(data) if data is not None else None
 
 
-async def attributes_at(port: int, key: str) -> Attributes | None:
-    record = await record_at(port, key)
+async def attributes_at(port: int, key: str, host: str = "127.0.0.1") -> Attributes | None:
+    record = await record_at(port, key, host)
     if record is None:
         return None
     return transcoder_named(record.transcoder).decode(record.attributes_bytes)

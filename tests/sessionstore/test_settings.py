@@ -17,7 +17,7 @@ def settings(**overrides: object) -> SessionStoreSettings:
 def test_defaults_and_node_list() -> None:
     s = settings()
     assert s.sticky and s.locking_mode == "none" and s.transcoder == "json"
-    assert s.operation_timeout == 0.5 and s.session_backup_timeout == 0.1
+    assert s.operation_timeout == 0.5 and s.session_backup_timeout == 1.0
     assert s.max_inactive_interval == 1800 and s.session_cookie_name == "JSESSIONID"
     assert s.nodes == (NodeSpec("n1", "localhost", 11211), NodeSpec("n2", "10.0.0.2", 11212))
     assert s.failover == frozenset()
