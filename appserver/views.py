@@ -6,6 +6,7 @@ refused without creating or loading a session.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
 from aiohttp import web
@@ -38,6 +39,18 @@ def local_address(request: web.BaseRequest, fallback: str) -> str:
     if not sockname:
         return fallback
     return _address(sockname[0], sockname[1])
+
+
+def fixed_local_address(host: str, port: int) -> str | None:
+    """The one address every request comes in on, when listening on one IP and a fixed port
+    (no per-request getsockname); None when it depends on the connection."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name may resolve to several addresses
+    if ip.is_unspecified or port == 0:
+        return None
+    return _address(host, port)
 
 
 @lru_cache(maxsize=64)
@@ -76,6 +89,7 @@ class SessionPages:
         self._settings = settings
         self._page = page
         self._fallback_address = settings.listen
+        self._fixed_address = fixed_local_address(settings.listen_host, settings.listen_port)
 
     async def test(self, request: web.Request) -> web.Response:
         settings = self._settings
@@ -112,7 +126,7 @@ class SessionPages:
         # encode_url only ever appends ";jsessionid=ID": reuse that suffix for /logout
         logout_url = "/logout" + action_url[5:]
         return SessionView(
-            local_address(request, self._fallback_address),
+            self._fixed_address or local_address(request, self._fallback_address),
             session.id,
             session.new,
             session.created,

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +121,9 @@ def wrk(
     connections: int,
     cookie: str = "",
     script: Path | None = None,
+    before: Callable[[], None] | None = None,
 ) -> Result:
+    """One measured wrk run after an unmeasured warm-up; `before` runs right before it."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     if cookie:
         args += ["-H", f"Cookie: JSESSIONID={cookie}"]
@@ -129,6 +131,8 @@ def wrk(
         args += ["-s", str(script)]
     # a short warm-up first, unmeasured
     subprocess.run([*args[:3], "-d1s", *args[4:], url], check=True, capture_output=True, timeout=30)
+    if before is not None:
+        before()
     cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         [*args, url], check=True, capture_output=True, text=True, timeout=duration + 30
@@ -218,15 +222,20 @@ def main() -> int:
         common = {"duration": args.duration, "connections": args.connections}
         get = wrk("GET /test (existing session)", page_url, app_pid, cookie=cookie, **common)
         backups = "sessionstore_backups_written_total"
-        written_before = metric(f"http://127.0.0.1:{app_port}", backups)
+        written_before = [0.0]  # read after the warm-up, whose POSTs are not counted
+
+        def count_backups() -> None:
+            written_before[0] = metric(f"http://127.0.0.1:{app_port}", backups)
+
         post = wrk(
             "POST /test (set an entry)",
             page_url,
             app_pid,
             script=post_script,
+            before=count_backups,
             **common,
         )
-        written = metric(f"http://127.0.0.1:{app_port}", backups) - written_before
+        written = metric(f"http://127.0.0.1:{app_port}", backups) - written_before[0]
         with process(
             [sys.executable, "-c", BARE_SERVER, str(bare_port), str(page_file)], bare_port
         ) as bare_pid:

@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from functools import partial
 from typing import Any
 
 from .backup import NodeStore, SessionBackup
@@ -32,6 +33,7 @@ from .stats import Stats
 log = logging.getLogger("sessionstore")
 
 _RECORD_HEADER_ALLOWANCE = 96  # "SH1 <transcoder> <created> <written> <interval>\n"
+_IGNORED_PATHS_KEPT = 1024
 
 
 class SessionManager:
@@ -74,11 +76,12 @@ class SessionManager:
             resolver=resolver or getaddrinfo_resolver)
         self.transcoder = transcoder_named(settings.transcoder)
         self._ignore = re.compile(settings.request_uri_ignore_pattern)
+        self._ignored_paths: dict[str, bool] = {}  # is_ignored's answers for recent paths
         self._lock_kind, self._lock_pattern = settings.locking
         self.locks_by_uri = not self.sticky and self._lock_kind == "uriPattern"
         self._sessions: dict[str, Session] = {}
-        self._pending: set[asyncio.Task[None]] = set()
-        self._last_backup: dict[str, asyncio.Task[None]] = {}
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._last_backup: dict[str, asyncio.Task[Any]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._discovering: asyncio.Task[None] | None = None
         self._closed = False
@@ -93,7 +96,13 @@ class SessionManager:
         return self.tracker.statuses(self.clock())
 
     def is_ignored(self, path: str) -> bool:
-        return self._ignore.fullmatch(path) is not None
+        ignored = self._ignored_paths.get(path)
+        if ignored is None:
+            ignored = self._ignore.fullmatch(path) is not None
+            if len(self._ignored_paths) >= _IGNORED_PATHS_KEPT:
+                self._ignored_paths.clear()  # any path can be asked for: keep the cache small
+            self._ignored_paths[path] = ignored
+        return ignored
 
     # -- opening a session -------------------------------------------------------------
 
@@ -254,10 +263,10 @@ class SessionManager:
         if work is None and lock is None:
             return
         task = self._spawn(session, work, lock)
-        if self.settings.session_backup_async:
+        if self.settings.session_backup_async or task.done():
             return
-        done, _ = await asyncio.wait((task,), timeout=self.settings.session_backup_timeout)
-        if not done:
+        await _until_done(task, self.settings.session_backup_timeout)
+        if not task.done():
             self.stats.backups_timed_out += 1
             log.warning("backup of session %s still running after %.3fs; answering anyway",
                         session.id, self.settings.session_backup_timeout)
@@ -269,35 +278,41 @@ class SessionManager:
             await self.locks.release(lock)
 
     def _spawn(self, session: Session, work: Coroutine[Any, Any, object] | None,
-               lock: HeldLock | None) -> asyncio.Task[None]:
+               lock: HeldLock | None) -> asyncio.Task[Any]:
         key = session.sid.random
         previous = self._last_backup.get(key)
-
-        async def run() -> None:
-            try:
-                if previous is not None and not previous.done():
-                    await asyncio.wait((previous,))  # keep one session's writes in order
-                if work is not None:
-                    await work
-            finally:
-                if lock is not None:
-                    await self.locks.release(lock)
-
-        task = asyncio.get_running_loop().create_task(run())
+        if previous is not None and previous.done():
+            previous = None
+        loop = asyncio.get_running_loop()
+        if previous is None and lock is None and work is not None:
+            task: asyncio.Task[Any] = loop.create_task(work)  # the common case: no wrapper
+        else:
+            task = loop.create_task(self._after(previous, work, lock))
         self._pending.add(task)
         self._last_backup[key] = task
-
-        def done(finished: asyncio.Task[None]) -> None:
-            if work is not None:
-                work.close()  # no-op when it ran; silences "never awaited" when cancelled early
-            self._pending.discard(finished)
-            if self._last_backup.get(key) is finished:
-                del self._last_backup[key]
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("session %s backup crashed", key, exc_info=finished.exception())
-
-        task.add_done_callback(done)
+        task.add_done_callback(partial(self._spawned_done, key, work))
         return task
+
+    async def _after(self, previous: asyncio.Task[Any] | None,
+                     work: Coroutine[Any, Any, object] | None, lock: HeldLock | None) -> None:
+        try:
+            if previous is not None:
+                await _until_done(previous, None)  # keep one session's writes in order
+            if work is not None:
+                await work
+        finally:
+            if lock is not None:
+                await self.locks.release(lock)
+
+    def _spawned_done(self, key: str, work: Coroutine[Any, Any, object] | None,
+                      finished: asyncio.Task[Any]) -> None:
+        if work is not None:
+            work.close()  # no-op when it ran; silences "never awaited" when cancelled early
+        self._pending.discard(finished)
+        if self._last_backup.get(key) is finished:
+            del self._last_backup[key]
+        if not finished.cancelled() and finished.exception() is not None:
+            log.error("session %s backup crashed", key, exc_info=finished.exception())
 
     # -- expiry, lifecycle ---------------------------------------------------------------
 
@@ -370,3 +385,26 @@ class SessionManager:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+async def _until_done(task: asyncio.Task[Any], within: float | None) -> None:
+    """asyncio.wait((task,), timeout=within) with less machinery: one future, one timer.
+    Returns when the task is done or `within` seconds have passed; never cancels it."""
+    if task.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = partial(_set_done, waiter)
+    task.add_done_callback(wake)
+    timer = loop.call_later(within, wake, None) if within is not None else None
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+        task.remove_done_callback(wake)
+
+
+def _set_done(waiter: asyncio.Future[None], _: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -7,7 +7,6 @@ max_session_size, 503 (with Retry-After) when a non-sticky lock wait exceeds loc
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -22,20 +21,24 @@ MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("sessionstore_manager", Ses
 
 _JSESSIONID_PARAM = ";jsessionid="
 _RETRY_AFTER_SECONDS = "1"
+_COOKIE_FLAGS = "; HttpOnly; Path=/; SameSite=Lax"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(slots=True)
 class _RequestSession:
-    """Per-request state, created by the first `get_session` of the request."""
+    """Per-request state, set by the middleware; the session is opened by the first
+    `get_session` of the request (a request that never asks for it costs no lookup)."""
 
-    manager: SessionManager
-    session: Session
-    requested_id: str | None
-    cookie_sent: bool
-    lock: HeldLock | None
-    ended: list[Session] = field(default_factory=list)
+    __slots__ = ("cookie_sent", "ended", "lock", "manager", "requested_id", "session")
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+        self.session: Session | None = None
+        self.requested_id: str | None = None
+        self.cookie_sent = False
+        self.lock: HeldLock | None = None
+        self.ended: list[Session] = []
 
 
 _STATE_KEY: web.RequestKey[_RequestSession] = web.RequestKey("sessionstore_state",
@@ -62,45 +65,48 @@ def setup(app: web.Application, settings: SessionStoreSettings, *,
 
 async def get_session(request: web.Request) -> Session:
     """The request's session: loaded or created on the first call, then the same object."""
-    state = _state_of(request)
-    if state is not None:
-        if not state.session.invalidated:
-            return state.session
-        state.ended.append(state.session)  # invalidated earlier in this request: start anew
+    try:
+        state = request[_STATE_KEY]
+    except KeyError:
+        raise SessionStoreError("sessionstore is not set up on this app (sessionstore.setup)"
+                                ) from None
+    session = state.session
+    if session is not None:
+        if not session.invalidated:
+            return session
+        state.ended.append(session)  # invalidated earlier in this request: start anew
         state.session = session = state.manager.create()
         session.active_requests += 1
         return session
-    manager = request.app.get(MANAGER_KEY) or request.config_dict.get(MANAGER_KEY)
-    if manager is None:
-        raise SessionStoreError("sessionstore is not set up on this app (sessionstore.setup)")
+    manager = state.manager
     requested = _cookie_value(request.headers.get(hdrs.COOKIE),
                               manager.settings.session_cookie_name)
-    cookie_sent = requested is not None
+    state.cookie_sent = requested is not None
     if requested is None:
         requested = _id_from_path(request.path)
     path_qs = request.path_qs if manager.locks_by_uri else ""
-    session, lock = await manager.open(requested, method=request.method, path_qs=path_qs)
+    session, state.lock = await manager.open(requested, method=request.method, path_qs=path_qs)
     session.active_requests += 1  # until plan_save (or abandon) at the end of the request
-    request[_STATE_KEY] = _RequestSession(manager, session, requested, cookie_sent, lock)
+    state.requested_id = requested
+    state.session = session
     return session
 
 
 def encode_url(request: web.Request, url: str) -> str:
     """`url` with `;jsessionid=ID` when the request carried no session cookie and has a
     session; otherwise `url` unchanged. A query string or fragment stays after the id."""
-    state = _state_of(request)
-    if state is None or state.cookie_sent or state.session.invalidated:
+    try:
+        state = request[_STATE_KEY]
+    except KeyError:
+        return url
+    session = state.session
+    if session is None or state.cookie_sent or session.invalidated:
         return url
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
     base = url[:cut]
     if _JSESSIONID_PARAM in base:
         base = base[:base.index(_JSESSIONID_PARAM)]
-    return f"{base}{_JSESSIONID_PARAM}{state.session.id}{url[cut:]}"
-
-
-def _state_of(request: web.Request) -> _RequestSession | None:
-    state: _RequestSession | None = request.get(_STATE_KEY)
-    return state
+    return f"{base}{_JSESSIONID_PARAM}{session.id}{url[cut:]}"
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:
@@ -137,6 +143,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        state = request[_STATE_KEY] = _RequestSession(manager)
         raised: web.HTTPException | None = None
         try:
             response: web.StreamResponse = await handler(request)
@@ -146,15 +153,14 @@ def session_middleware(manager: SessionManager) -> Middleware:
             return web.Response(status=503, text=f"{exc}; retry shortly\n",
                                 headers={"Retry-After": _RETRY_AFTER_SECONDS})
         except BaseException:
-            state = _state_of(request)
-            if state is not None:
-                for ended in state.ended:
-                    ended.active_requests -= 1
+            for ended in state.ended:
+                ended.active_requests -= 1
+            if state.session is not None:
                 await manager.abandon(state.session, state.lock)
             raise
-        state = _state_of(request)
+        session = state.session
         path = request.path.partition(";")[0]  # without ;jsessionid=... for the ignore pattern
-        if state is None:
+        if session is None:
             if manager.is_ignored(path):  # static files: counted, as MSM does, never loaded
                 manager.stats.requests_ignored += 1
             if raised is not None:
@@ -162,7 +168,6 @@ def session_middleware(manager: SessionManager) -> Middleware:
             return response
         for ended in state.ended:
             await manager.finish(ended, None, manager.plan_save(ended, path))
-        session = state.session
         try:
             work = manager.plan_save(session, path)
         except SessionTooLargeError as exc:
@@ -170,11 +175,14 @@ def session_middleware(manager: SessionManager) -> Middleware:
             if not response.prepared:  # a streamed response is already on its way
                 raised = None
                 response = web.Response(status=413, text=f"{exc}\n")
-        await manager.finish(session, state.lock, work)
+        if work is not None or state.lock is not None:
+            await manager.finish(session, state.lock, work)
         if (not session.invalidated and (session.new or session.id != state.requested_id)
                 and not response.prepared):
-            response.set_cookie(cookie_name, session.id, path="/", httponly=True,
-                                samesite="Lax", secure=_is_https(request) or None)
+            # What response.set_cookie(..., path="/", httponly=True, samesite="Lax") sends,
+            # without its Morsel machinery; ids and cookie names never need quoting.
+            response.headers.add(hdrs.SET_COOKIE, f"{cookie_name}={session.id}{_COOKIE_FLAGS}"
+                                 + ("; Secure" if _is_https(request) else ""))
         session.new = False  # the client has been told about it
         if raised is not None:
             raise raised

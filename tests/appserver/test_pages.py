@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from appserver.pages import DemoPage, SessionView
+from appserver.views import fixed_local_address
 
 PAGE = DemoPage(route="app1", css_url="/static/style.css?v=1", logo_url="/static/logo.png?v=2")
 
@@ -64,3 +65,10 @@ def test_json_is_the_documented_object_in_insertion_order() -> None:
         "attributes": {"first": "1", "second": "2"},
     }
     assert list(body["attributes"]) == ["first", "second"]
+
+
+def test_the_listen_address_is_the_page_address_only_when_it_is_one_ip_and_port() -> None:
+    assert fixed_local_address("127.0.0.1", 8081) == "127.0.0.1:8081"
+    assert fixed_local_address("::1", 8081) == "[::1]:8081"
+    for host, port in (("0.0.0.0", 8081), ("::", 8081), ("localhost", 8081), ("127.0.0.1", 0)):
+        assert fixed_local_address(host, port) is None  # the connection's own address counts
