@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import sys
@@ -41,10 +42,14 @@ async def serve(settings: ProxySettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if settings.discovery is not None:
+        upstreams = f"{settings.discovery.label} (every {settings.resolver_valid:g}s)"
+    else:
+        upstreams = ", ".join(f"{u.name}={u.address}" for u in settings.upstreams)
     async with ProxyServer(settings) as proxy:
         print(
             f"proxy listening on {settings.listen_host}:{proxy.port}, "
-            f"upstreams {', '.join(f'{u.name}={u.address}' for u in settings.upstreams)}, "
+            f"upstreams {upstreams}, "
             f"policy {settings.policy}",
             file=sys.stderr,
             flush=True,
@@ -59,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"proxy: {error}", file=sys.stderr)
         return 2
+    # One line per event (upstreams discovered, drained, DNS problems) on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         import uvloop
     except ImportError:

@@ -35,6 +35,26 @@ class Balancer:
         self._sticky = policy == "sticky"
         self._available = available
 
+    # -- membership (discovered upstreams come and go; never on the request path) --
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def add(self, name: str, weight: int = 1) -> None:
+        """Let `name` take traffic; it starts with no round-robin credit."""
+        if name not in self._by_name:
+            peer = Peer(name, weight)
+            self._peers.append(peer)
+            self._by_name[name] = peer
+
+    def remove(self, name: str) -> None:
+        """No new requests for `name` (requests in flight are not the balancer's business)."""
+        peer = self._by_name.pop(name, None)
+        if peer is not None:
+            self._peers.remove(peer)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
     def choose(self, route: str | None = None, exclude: Collection[str] = ()) -> str | None:
         """Name of the upstream for a request, or None when none is left.
 

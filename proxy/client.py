@@ -4,6 +4,12 @@ Requests are parsed by httptools' llhttp parser (or taken whole by the fast
 path), checked, sent to an upstream chosen by the balancer, retried elsewhere
 per nginx's proxy_next_upstream rules, and answered. Bodies stream both ways
 with flow control; a request body already delivered is never sent again.
+
+The lean path (`_lean_request`, `upstream_lean`) is the common exchange done
+inline: a plain body-less request and a plain sized response, each whole in one
+read, checked by one regular expression each (wire.py), with no parser
+callbacks, no per-header objects, no coroutine and, once warm, no allocation of
+an exchange. Anything it does not take, and every failure, goes the general way.
 """
 
 from __future__ import annotations
@@ -18,10 +24,19 @@ import httptools
 
 from proxy.balancer import route_of_request
 from proxy.errors import BadRequestError
-from proxy.message import PreparedRequest, error_response, prepare_request, prepare_response
+from proxy.message import (
+    BODYLESS_REQUEST,
+    PreparedRequest,
+    error_response,
+    prepare_request,
+    prepare_response,
+)
 from proxy.wire import (
     BODY_OR_UPGRADE,
+    COOKIE_VALUES,
     HEADER_FIELD,
+    LEAN_REQUEST,
+    LEAN_REQUEST_MAX,
     MAX_HEADER_BYTES,
     MAX_TARGET,
     SIMPLE_REQUEST,
@@ -29,6 +44,8 @@ from proxy.wire import (
 )
 
 if TYPE_CHECKING:
+    import re
+
     from proxy.forward import Forwarder
     from proxy.server import Upstream
     from proxy.upstream import UpstreamConnection
@@ -51,9 +68,11 @@ class Exchange:
         "conn",
         "expect_continue",
         "framing",
+        "head",
         "head_only",
         "http11",
         "keep_alive",
+        "lean",
         "local",
         "method",
         "prepared",
@@ -76,6 +95,10 @@ class Exchange:
         self.keep_alive = keep_alive
         self.head_only = method == b"HEAD"
         self.prepared: PreparedRequest | None = None
+        # What is sent upstream before any body.
+        self.head = b""
+        # A keep-alive HTTP/1.1 exchange whose response the lean path may take whole.
+        self.lean = False
         self.local = False
         self.route: str | None = None
         self.body_chunks: list[bytes] = []
@@ -102,6 +125,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = b""
+        self.forwarded_tail = b""
+        # The last finished lean exchange, for the next lean request to reuse.
+        self.spare: Exchange | None = None
         self.target_parts: list[bytes] = []
         self.target_size = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -128,7 +154,17 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         peer = transport.get_extra_info("peername")
-        self.client_ip = (peer[0] if peer else "unknown").encode()
+        ip = self.client_ip = (peer[0] if peer else "unknown").encode()
+        # The end of every lean request head for the upstream (after X-Forwarded-Host).
+        self.forwarded_tail = b"".join(
+            (
+                b"\r\nX-Forwarded-For: ",
+                ip,
+                b"\r\nX-Forwarded-Proto: http\r\nX-Real-IP: ",
+                ip,
+                b"\r\n\r\n",
+            )
+        )
         forwarder = self.forwarder
         forwarder.connections.add(self)
         self.read_deadline = forwarder.now + forwarder.settings.client_header_timeout
@@ -142,6 +178,11 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         if self.in_head and not self.header_bytes and self.active is None:
+            # The lean path: a whole plain request, nothing after it.
+            if len(data) <= LEAN_REQUEST_MAX:
+                match = LEAN_REQUEST.fullmatch(data)
+                if match is not None and self._lean_request(data, match):
+                    return
             # Fast path: one whole body-less request in one read, nothing after it.
             match = SIMPLE_REQUEST.fullmatch(data)
             if match is not None and BODY_OR_UPGRADE.search(data, match.start(3)) is None:
@@ -274,6 +315,8 @@ class ClientConnection(asyncio.Protocol):
                 max_body_size=settings.client_max_body_size,
             )
             ex.prepared = prepared
+            ex.head = prepared.head
+            ex.lean = ex.http11 and ex.keep_alive and not ex.head_only and not prepared.upgrade
             if forwarder.sticky:
                 ex.route = route_of_request(
                     target.decode("latin-1"), prepared.cookies, settings.session_cookie_name
@@ -289,6 +332,69 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(ex)
             self.paused_for_queue = True
             self._update_reading()
+
+    def _lean_request(self, data: bytes, match: re.Match[bytes]) -> bool:
+        """The common request, taken whole: `match` (LEAN_REQUEST) checked it and found
+        Host; the head for the upstream is the request plus the X-Forwarded-* lines.
+        What _dispatch and _attach do, inline, when a pooled connection is at hand.
+
+        False leaves the request to the other paths.
+        """
+        method, target, host = match.groups()
+        forwarder = self.forwarder
+        if target.startswith(forwarder.status_prefix):
+            return False
+        ex = self.spare
+        if ex is None:
+            ex = Exchange(method, target, True, True)
+            ex.prepared = BODYLESS_REQUEST
+            ex.request_complete = True
+        else:
+            # Only what a lean exchange changes needs resetting (see upstream_lean).
+            self.spare = None
+            ex.method = method
+            ex.target = target
+            ex.head_only = method == b"HEAD"
+            ex.route = None
+            ex.sent = ex.response_started = False
+            ex.started = time.perf_counter()
+        head = ex.head = b"".join((data[:-2], b"X-Forwarded-Host: ", host, self.forwarded_tail))
+        ex.lean = not ex.head_only
+        route = None
+        if forwarder.sticky and (forwarder.cookie_marker in data or b";" in target):
+            cookies = [value.decode("latin-1") for value in COOKIE_VALUES.findall(data)]
+            route = ex.route = route_of_request(
+                target.decode("latin-1"), cookies, forwarder.cookie_name
+            )
+        self.read_deadline = 0.0
+        self.active = ex
+        if not forwarder.tries_limit:
+            self._fail(ex, 502, "no upstream left to try")
+            return True
+        name = forwarder.balancer.choose(route)
+        if name is None:
+            self._fail(ex, 502, "no live upstreams")
+            return True
+        upstream = ex.upstream = forwarder.upstreams[name]
+        upstream.stats.active += 1
+        idle = upstream.idle
+        if not idle or idle[-1].closed:
+            self._connect(ex, upstream)
+            return True
+        # A pooled connection is between responses: nothing buffered, not close-delimited.
+        conn = ex.conn = idle.pop()
+        conn.reused = True
+        conn.client = self
+        conn.got_bytes = False
+        conn.awaiting_head = True
+        conn.idle_deadline = 0.0
+        conn.read_deadline = forwarder.now + forwarder.read_timeout
+        conn.transport.write(head)  # type: ignore[union-attr]
+        ex.sent = True
+        if self.paused_for_upstream:
+            self.paused_for_upstream = False
+            self._update_reading()
+        return True
 
     def _fast_request(self, method: bytes, target: bytes, block: bytes) -> None:
         """A request the fast path parsed itself: same checks, no parser callbacks."""
@@ -320,7 +426,9 @@ class ClientConnection(asyncio.Protocol):
             max_body_size=settings.client_max_body_size,
         )
         ex.prepared = prepared
+        ex.head = prepared.head
         ex.keep_alive = not prepared.close_requested
+        ex.lean = ex.keep_alive and not ex.head_only
         if forwarder.sticky:
             ex.route = route_of_request(
                 target.decode("latin-1"), prepared.cookies, settings.session_cookie_name
@@ -385,6 +493,10 @@ class ClientConnection(asyncio.Protocol):
         upstream = forwarder.upstreams[name]
         ex.upstream = upstream
         upstream.stats.active += 1
+        self._connect(ex, upstream)
+
+    def _connect(self, ex: Exchange, upstream: Upstream) -> None:
+        """Send `ex` on a pooled connection to `upstream`, or on a new one."""
         idle = upstream.idle
         while idle:
             conn = idle.pop()
@@ -392,7 +504,7 @@ class ClientConnection(asyncio.Protocol):
                 conn.reused = True
                 self._attach(ex, conn)
                 return
-        forwarder.connect(self, ex, upstream)
+        self.forwarder.connect(self, ex, upstream)
 
     def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
         if self.closing or ex is not self.active:
@@ -413,13 +525,13 @@ class ClientConnection(asyncio.Protocol):
             self.paused_for_upstream = False  # a full upstream buffer pauses us again
         chunks = ex.body_chunks
         if ex.prepared.upgrade:
-            conn.transport.write(ex.prepared.head)
+            conn.transport.write(ex.head)
         elif chunks:
             ex.body_chunks = []
             ex.buffered = 0
-            conn.transport.writelines([ex.prepared.head, *chunks])
+            conn.transport.writelines([ex.head, *chunks])
         else:
-            conn.transport.write(ex.prepared.head)
+            conn.transport.write(ex.head)
         ex.sent = True
         conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
         if ex.expect_continue:
@@ -520,6 +632,83 @@ class ClientConnection(asyncio.Protocol):
                     transport.write(batch[0] + batch[1])  # cheaper than a writev of two
                 else:
                     transport.writelines(batch)
+
+    def upstream_lean(self, conn: UpstreamConnection, data: bytes, match: re.Match[bytes]) -> bool:
+        """The lean path of a response: `data` is a whole response whose head matched
+        LEAN_RESPONSE; it goes to the client as it is, less its Connection line.
+        What _drop_upstream and _finish do, inline, for a client with nothing queued.
+
+        False leaves the response to the other paths.
+        """
+        ex = self.active
+        transport = self.transport
+        if (
+            ex is None
+            or ex.conn is not conn
+            or not ex.lean
+            or self.closing
+            or transport is None
+            or transport.is_closing()
+        ):
+            return False
+        _, length, line, keep, line_b, keep_b, length_b = match.groups()
+        if length is None:
+            length, line, keep, group = length_b, line_b, keep_b, 5
+        else:
+            group = 3
+        if len(data) - match.end() != int(length):
+            return False
+        conn.awaiting_head = False
+        ex.response_started = True
+        if line is None:
+            transport.write(data)
+        else:
+            start, stop = match.span(group)
+            transport.write(data[:start] + data[stop:])
+        upstream = ex.upstream
+        assert upstream is not None
+        stats = upstream.stats
+        stats.observe(time.perf_counter() - ex.started)
+        health = upstream.health
+        if health.failing:
+            health.record_success(self.forwarder.clock())
+        ex.conn = None
+        stats.active -= 1
+        conn.client = None
+        conn.read_deadline = 0.0
+        forwarder = self.forwarder
+        idle = upstream.idle
+        if (
+            (line is None or keep is not None)
+            and ex.request_complete
+            and not conn.closed
+            and len(idle) < forwarder.keepalive
+        ):
+            conn.idle_deadline = forwarder.now + forwarder.keepalive_timeout
+            idle.append(conn)  # Forwarder.release, inline
+        else:
+            conn.close()
+        if (
+            self.queue
+            or self.reading_paused
+            or self.paused_for_upstream
+            or self.paused_for_queue
+            or not ex.request_complete
+            or not ex.keep_alive
+        ):
+            self._finish(ex)
+        else:
+            self.active = None
+            self.read_deadline = forwarder.now + forwarder.keepalive_timeout
+            if (
+                ex.prepared is BODYLESS_REQUEST
+                and not ex.tried
+                and not ex.stale_retry
+                and not ex.body_chunks
+            ):
+                # Nothing refers to it any more: the next lean request may reuse it.
+                self.spare = ex
+        return True
 
     def upstream_whole(
         self, conn: UpstreamConnection, status: int, head: bytes, body: bytes
@@ -670,7 +859,7 @@ class ClientConnection(asyncio.Protocol):
         self.paused_for_queue = False
         self.paused_for_upstream = False
         self._update_reading()
-        self.read_deadline = self.forwarder.now + self.forwarder.settings.keepalive_timeout
+        self.read_deadline = self.forwarder.now + self.forwarder.keepalive_timeout
 
     def _answer_locally(self, ex: Exchange) -> None:
         response, keep_alive = self.forwarder.local_response(ex.method, ex.target, ex.keep_alive)

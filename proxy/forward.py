@@ -32,8 +32,13 @@ class Forwarder:
         self.balancer = upstreams.balancer
         self.clock = upstreams.clock
         self.sticky = self.settings.policy == "sticky"
+        self.cookie_name = self.settings.session_cookie_name
+        # A request without these bytes carries no session cookie.
+        self.cookie_marker = self.cookie_name.encode("latin-1")
         self.tries_limit = self.settings.tries_limit
         self.read_timeout = self.settings.proxy_read_timeout
+        self.keepalive_timeout = self.settings.keepalive_timeout
+        self.keepalive = self.settings.keepalive
         self.status_prefix = status_prefix
         self.connections: set[asyncio.Protocol] = set()
         self.loop = asyncio.get_running_loop()

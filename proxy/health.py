@@ -5,6 +5,11 @@ upstream out for `fail_timeout` seconds; then it gets traffic again. Active:
 `fall` consecutive failed health checks take it out, `rise` consecutive
 successes bring it back. An upstream is available when neither says it is out.
 Time is always passed in (seconds, wall clock), so tests need no sleeping.
+
+A discovered upstream (dns: upstreams) starts "checking": out until one health
+check passes. Discovery may then hold it out ("draining" when its address left
+DNS, "conflict" when a newer address claims its route) and rename it (from its
+address to the route its health check reports).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-Change = Literal["UP", "DOWN"]
+Change = Literal["UP", "DOWN", "ADDED", "ROUTE", "CONFLICT", "DRAINING", "REMOVED", "DNS"]
+State = Literal["up", "down", "checking", "draining", "conflict"]
+Hold = Literal["draining", "conflict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,7 @@ class UpstreamHealth:
         fail_timeout: float,
         fall: int,
         rise: int,
+        admitted: bool = True,
     ) -> None:
         self.name = name
         self._log = log
@@ -68,12 +76,16 @@ class UpstreamHealth:
         self._active_down = False
         self._check_fails = 0
         self._check_passes = 0
-        self.reason = ""
-        self._up = True
+        self.reason = "" if admitted else "checking: no health check passed yet"
+        self._up = admitted
+        self._admitted = admitted
+        self._hold: Hold | None = None
+        # One flag for the per-request check: actively down, not admitted, or held out.
+        self._out = not admitted
 
     # -- queries -------------------------------------------------------------
     def available(self, now: float) -> bool:
-        if self._active_down:
+        if self._out:
             return False
         if self._passive_until and now >= self._passive_until:
             self._passive_until = 0.0
@@ -90,6 +102,40 @@ class UpstreamHealth:
     def is_up(self) -> bool:
         """The state last reported (as in the event log)."""
         return self._up
+
+    @property
+    def admitted(self) -> bool:
+        """A health check has passed (always true for a static upstream)."""
+        return self._admitted
+
+    def state(self, now: float) -> State:
+        """What the status page shows."""
+        if self._hold is not None:
+            return self._hold
+        if not self._admitted:
+            return "checking"
+        return "up" if self.available(now) else "down"
+
+    # -- discovery -----------------------------------------------------------
+    def hold(self, now: float, hold: Hold | None, reason: str = "") -> None:
+        """Keep a discovered upstream out of rotation (None lets it back in)."""
+        if hold == self._hold:
+            return
+        self._hold = hold
+        self._update_out()
+        if hold is not None:
+            self.reason = f"{hold}: {reason}" if reason else hold
+            change: Change = "DRAINING" if hold == "draining" else "CONFLICT"
+            self._log.add(HealthEvent(now, self.name, change, reason))
+        elif not self._out:
+            self.reason = ""
+
+    def rename(self, now: float, name: str, reason: str) -> None:
+        self.name = name
+        self._log.add(HealthEvent(now, name, "ROUTE", reason))
+
+    def _update_out(self) -> None:
+        self._out = self._active_down or not self._admitted or self._hold is not None
 
     # -- passive -------------------------------------------------------------
     def record_failure(self, now: float, reason: str) -> None:
@@ -110,11 +156,22 @@ class UpstreamHealth:
 
     # -- active --------------------------------------------------------------
     def record_check(self, now: float, ok: bool, reason: str = "") -> None:
+        if not self._admitted:
+            # A new address: one passing check lets it in; failures keep it waiting.
+            if ok:
+                self._admitted = True
+                self._check_passes = 1
+                self._update_out()
+                self._set_up(now, "health check passed (new address)")
+            else:
+                self.reason = f"checking: {reason}"
+            return
         if ok:
             self._check_fails = 0
             self._check_passes += 1
             if self._active_down and self._check_passes >= self._rise:
                 self._active_down = False
+                self._update_out()
                 self._passive_until = 0.0
                 self._failure_times.clear()
                 self._set_up(now, f"{self._rise} health checks passed")
@@ -123,6 +180,7 @@ class UpstreamHealth:
             self._check_fails += 1
             if not self._active_down and self._check_fails >= self._fall:
                 self._active_down = True
+                self._update_out()
                 self._set_down(now, f"health check: {reason}")
 
     # -- tick ----------------------------------------------------------------
@@ -137,7 +195,7 @@ class UpstreamHealth:
             self._log.add(HealthEvent(now, self.name, "DOWN", reason))
 
     def _set_up(self, now: float, reason: str) -> None:
-        if self._active_down or self._passive_until:
+        if self._out or self._passive_until:
             return
         self.reason = ""
         if not self._up:

@@ -68,6 +68,11 @@ class PreparedRequest:
         return self.chunked or bool(self.content_length)
 
 
+# The flags of every request the lean path takes (body-less, idempotent, no upgrade);
+# its head lives on the exchange.
+BODYLESS_REQUEST = PreparedRequest(b"", None, False, False, True, [])
+
+
 def _connection_tokens(values: Sequence[bytes]) -> set[bytes]:
     tokens: set[bytes] = set()
     for value in values:

@@ -15,6 +15,7 @@ from proxy.client import ClientConnection
 from proxy.forward import Forwarder
 from proxy.health import EventLog, UpstreamHealth
 from proxy.message import simple_response
+from proxy.resolver import Resolver, UpstreamDiscovery, getaddrinfo_resolver
 from proxy.settings import ProxySettings, UpstreamSpec
 from proxy.stats import UpstreamStats
 from proxy.status import clock_text, render_html, render_json, render_metrics
@@ -60,6 +61,7 @@ class UpstreamSet:
         )
         self.client_connections: Callable[[], int] = lambda: 0
         self.retries: Callable[[], int] = lambda: 0
+        self.discovery_status: Callable[[], dict[str, Any]] = dict  # dns: upstreams only
         self._status = settings.status_prefix.encode()
 
     def _available(self, name: str) -> bool:
@@ -81,7 +83,7 @@ class UpstreamSet:
                     "name": upstream.spec.name,
                     "address": upstream.spec.address,
                     "weight": upstream.spec.weight,
-                    "state": "up" if up else "down",
+                    "state": upstream.health.state(now),
                     "up": up,
                     "reason": upstream.health.reason if not up else "",
                     "active": stats.active,
@@ -111,6 +113,7 @@ class UpstreamSet:
             "retries": self.retries(),
             "upstreams": upstreams,
             "events": events,
+            **self.discovery_status(),
         }
 
     def local_response(self, method: bytes, target: bytes, keep_alive: bool) -> tuple[bytes, bool]:
@@ -147,8 +150,15 @@ class UpstreamSet:
 class ProxyServer:
     """`async with ProxyServer(settings) as proxy:` listens until closed."""
 
-    def __init__(self, settings: ProxySettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        resolver: Resolver = getaddrinfo_resolver,
+    ) -> None:
         self.settings = settings
+        self._resolver = resolver
         self.upstreams = UpstreamSet(settings, clock)
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -180,6 +190,22 @@ class ProxyServer:
         if self.settings.health_interval > 0:
             for upstream in self.upstreams.by_name.values():
                 self._tasks.append(loop.create_task(self._check(upstream)))
+        # dns: upstreams come and go; their health checks run in the discovery task.
+        if self.settings.discovery is not None:
+            tries_for = self.settings.tries_for
+
+            def routable_changed(count: int) -> None:
+                forwarder.tries_limit = tries_for(count)
+
+            discovery = UpstreamDiscovery(
+                self.upstreams,
+                target=self.settings.discovery,
+                make_upstream=Upstream,
+                resolver=self._resolver,
+                on_change=routable_changed,
+            )
+            self.upstreams.discovery_status = discovery.status
+            self._tasks.append(loop.create_task(discovery.run()))
 
     async def _tick(self) -> None:
         forwarder = self._forwarder

@@ -5,7 +5,11 @@ Names follow nginx (`max_fails`, `fail_timeout`, `next_upstream_tries`,
 (`fall`, `rise`). Durations are seconds as floats.
 
 `upstreams` is a comma-separated list of `name=host:port`, each optionally
-followed by nginx's ` weight=N` (``"app1=127.0.0.1:8081 weight=2,app2=127.0.0.1:8082"``).
+followed by nginx's ` weight=N` (``"app1=127.0.0.1:8081 weight=2,app2=127.0.0.1:8082"``),
+or one DNS name, ``"dns:NAME:PORT"`` (``"dns:tasks.app:8000"``): every address the
+name resolves to is an upstream, re-resolved every `resolver_valid` seconds (nginx's
+`resolver ... valid=`, HAProxy's `server-template` with `resolvers`); new addresses are
+admitted by the active health check, which also tells each one's route (discovery.py).
 
 Where the meaning differs from nginx: `proxy_connect_timeout` defaults to 5 s
 (nginx: 60) because a dead app server should fail over fast; `keepalive` is the
@@ -28,6 +32,10 @@ from proxy.errors import SettingsError
 Policy = Literal["sticky", "round_robin"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A DNS name: dot-separated labels of letters, digits, hyphens and underscores (SRV-style
+# names and Docker service names use them), no leading or trailing hyphen.
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+DNS_PREFIX = "dns:"
 _SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 # Keys of a cluster member table that describe the topology, not the proxy.
@@ -45,7 +53,20 @@ class UpstreamSpec:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """`host:port`, an IPv6 address in brackets (as a Host header wants it)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsTarget:
+    """`upstreams = "dns:NAME:PORT"`: every address NAME resolves to, on PORT."""
+
+    name: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        return f"{DNS_PREFIX}{self.name}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +74,9 @@ class ProxySettings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     upstreams: tuple[UpstreamSpec, ...] = field(default_factory=tuple)
+    # Set when `upstreams` is "dns:NAME:PORT"; `upstreams` is then empty.
+    discovery: DnsTarget | None = None
+    resolver_valid: float = 5.0
     policy: Policy = "sticky"
     session_cookie_name: str = "JSESSIONID"
     max_fails: int = 1
@@ -76,10 +100,17 @@ class ProxySettings:
     @property
     def tries_limit(self) -> int:
         """How many upstreams one request may try (0 means all, as nginx)."""
-        count = len(self.upstreams)
+        return self.tries_for(len(self.upstreams))
+
+    def tries_for(self, count: int) -> int:
+        """`tries_limit` for `count` upstreams (discovered upstreams come and go).
+
+        At least 1: with no upstream at all a request still asks the balancer once,
+        so the client is told "no live upstreams".
+        """
         if self.next_upstream_tries <= 0:
-            return count
-        return min(self.next_upstream_tries, count)
+            return max(count, 1)
+        return max(min(self.next_upstream_tries, count), 1)
 
 
 def parse_listen(key: str, value: str, *, any_port: bool = False) -> tuple[str, int]:
@@ -119,6 +150,23 @@ def parse_upstreams(value: str) -> tuple[UpstreamSpec, ...]:
             raise SettingsError(key, value, f"upstream name {name!r} appears twice")
         specs.append(UpstreamSpec(name=name, host=host, port=port, weight=weight))
     return tuple(specs)
+
+
+def parse_dns_target(value: str) -> DnsTarget:
+    """`dns:NAME:PORT`, strictly: a host name (not a list, no weight) and a port."""
+    key = "upstreams"
+    rest = value.strip()[len(DNS_PREFIX) :]
+    name, sep, port_text = rest.rpartition(":")
+    if not sep or not name:
+        raise SettingsError(key, value, "expected dns:NAME:PORT")
+    if "," in rest or any(c.isspace() for c in rest):
+        raise SettingsError(key, value, "dns:NAME:PORT is one name; it cannot be mixed or listed")
+    labels = name.removesuffix(".").split(".")
+    if len(name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise SettingsError(key, value, f"{name!r} is not a DNS name")
+    if not port_text.isdigit() or not 1 <= int(port_text) < 65536:
+        raise SettingsError(key, value, f"port {port_text!r} is not a number in 1..65535")
+    return DnsTarget(name=name, port=int(port_text))
 
 
 def parse_size(key: str, value: object) -> int:
@@ -182,6 +230,7 @@ _SECONDS_KEYS = (
     "send_timeout",
     "health_interval",
     "health_timeout",
+    "resolver_valid",
 )
 _COUNT_KEYS = {"max_fails": 0, "next_upstream_tries": 0, "keepalive": 0, "fall": 1, "rise": 1}
 KNOWN_KEYS = frozenset(
@@ -197,7 +246,14 @@ KNOWN_KEYS = frozenset(
         *_COUNT_KEYS,
     }
 )
-_CONNECT_TIMEOUT_KEYS = ("proxy_connect_timeout", "proxy_read_timeout", "health_timeout")
+_CONNECT_TIMEOUT_KEYS = (
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "health_timeout",
+    "resolver_valid",
+)
+# Longest re-resolution interval: beyond an hour a moved address would go unnoticed too long.
+_MAX_RESOLVER_VALID = 3600.0
 
 
 def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
@@ -212,6 +268,8 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
             values["listen_host"], values["listen_port"] = parse_listen(
                 key, str(value), any_port=True
             )
+        elif key == "upstreams" and str(value).strip().startswith(DNS_PREFIX):
+            values["discovery"] = parse_dns_target(str(value))
         elif key == "upstreams":
             values["upstreams"] = parse_upstreams(str(value))
         elif key == "policy":
@@ -227,12 +285,20 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
             path = _parse_path(key, value)
             values[key] = path.rstrip("/") if key == "status_prefix" else path
         elif key in _SECONDS_KEYS:
-            values[key] = _parse_seconds(key, value)
-            if key in _CONNECT_TIMEOUT_KEYS and values[key] == 0:
+            seconds = values[key] = _parse_seconds(key, value)
+            if key in _CONNECT_TIMEOUT_KEYS and seconds == 0:
                 raise SettingsError(key, value, "must be > 0")
+            if key == "resolver_valid" and seconds > _MAX_RESOLVER_VALID:
+                raise SettingsError(key, value, f"must be <= {_MAX_RESOLVER_VALID:g}")
         else:
             values[key] = _parse_count(key, value, _COUNT_KEYS[key])
-    if not values.get("upstreams"):
+    if values.get("discovery") is not None and values.get("health_interval", 1.0) == 0:
+        raise SettingsError(
+            "health_interval",
+            raw.get("health_interval"),
+            "must be > 0 with dns: upstreams (a health check admits each new address)",
+        )
+    if not values.get("upstreams") and values.get("discovery") is None:
         raise SettingsError("upstreams", raw.get("upstreams"), "at least one upstream is required")
     if values.get("status_prefix") == "":
         raise SettingsError("status_prefix", raw.get("status_prefix"), "must not be /")

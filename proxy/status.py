@@ -54,6 +54,14 @@ def render_metrics(snapshot: Snapshot) -> bytes:
     lines.append(f"sessionha_proxy_client_connections {snapshot['client_connections']}")
     _metric(lines, "sessionha_proxy_retries_total", "counter", "requests sent to another upstream")
     lines.append(f"sessionha_proxy_retries_total {snapshot['retries']}")
+    discovery: Mapping[str, Any] | None = snapshot.get("discovery")
+    if discovery is not None:
+        _metric(lines, "sessionha_proxy_degraded", "gauge", "1 when DNS fails or no upstream is up")
+        lines.append(f"sessionha_proxy_degraded {int(snapshot['status'] != 'ok')}")
+        _metric(lines, "sessionha_proxy_resolved_addresses", "gauge", "addresses the name has")
+        lines.append(f"sessionha_proxy_resolved_addresses {len(discovery['addresses'])}")
+        _metric(lines, "sessionha_proxy_resolver_failures_total", "counter", "failed resolutions")
+        lines.append(f"sessionha_proxy_resolver_failures_total {discovery['failures']}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -70,11 +78,14 @@ h1{font-size:1.3em}table{border-collapse:collapse;background:#fff}
 td,th{border:1px solid #ccc;padding:.35em .7em;text-align:right}
 th{background:#eee}td:first-child,td:nth-child(2){text-align:left}
 .up{color:#060;font-weight:bold}.down{color:#b00;font-weight:bold}
+.checking{color:#b60;font-weight:bold}.draining,.conflict{color:#666;font-weight:bold}
+#dns.degraded{color:#b00;font-weight:bold}
 #log{font-family:monospace;background:#fff;border:1px solid #ccc;padding:.5em;
 max-height:16em;overflow:auto;white-space:pre}
 .legend span{display:inline-block;margin-right:1em}
 </style></head><body>
 <h1>sessionha proxy <small id="meta"></small></h1>
+<p id="dns"></p>
 <table><thead><tr><th>upstream</th><th>state</th><th>address</th><th>weight</th>
 <th>active</th><th>requests</th><th>failures</th><th>retries</th><th>p50 ms</th>
 <th>p99 ms</th></tr></thead><tbody id="rows"></tbody></table>
@@ -113,9 +124,17 @@ async function refresh(){
     const r=await fetch("__JSON__",{cache:"no-store"});const s=await r.json();
     document.getElementById("meta").textContent=
       `policy ${s.policy}, ${s.client_connections} client connections, ${s.retries} retries`;
-    document.getElementById("rows").innerHTML=s.upstreams.map(u=>
+    const dns=document.getElementById("dns");
+    if(s.discovery){const d=s.discovery;dns.className=s.status;
+      dns.textContent=`${s.status.toUpperCase()}: upstreams from ${d.target}, re-resolved `+
+        `every ${d.resolver_valid}s, ${d.addresses.length} address(es)`+
+        (d.problem?` \u2014 ${d.problem}`:"");}
+    if(!s.upstreams.length){document.getElementById("rows").innerHTML=
+      '<tr><td colspan="10" class="down">no upstreams</td></tr>';}
+    else document.getElementById("rows").innerHTML=s.upstreams.map(u=>
       `<tr><td>${esc(u.name)}</td><td class="${u.state}">${u.state.toUpperCase()}`+
-      `${u.reason?" ("+esc(u.reason)+")":""}</td><td>${esc(u.address)}</td>`+
+      `${u.reason?" ("+esc(u.reason.replace(u.state+": ",""))+")":""}</td>`+
+      `<td>${esc(u.address)}</td>`+
       `<td>${u.weight}</td><td>${u.active}</td><td>${u.requests}</td><td>${u.failures}</td>`+
       `<td>${u.retries}</td><td>${fmt(u.p50_ms)}</td><td>${fmt(u.p99_ms)}</td></tr>`).join("");
     draw(s.upstreams);

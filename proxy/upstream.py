@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from proxy.wire import MAX_HEADER_BYTES, WRITE_HIGH, plain_response_head
+from proxy.wire import LEAN_RESPONSE, MAX_HEADER_BYTES, WRITE_HIGH, plain_response_head
 
 if TYPE_CHECKING:
     from proxy.client import ClientConnection
@@ -54,6 +54,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.forwarder.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None and self.awaiting_head and not self.buffered and not self.head_start:
+            # The lean path: a whole response with a plain head, in one read.
+            match = LEAN_RESPONSE.match(data)
+            if match is not None:
+                self.got_bytes = True
+                if client.upstream_lean(self, data, match):
+                    return
         if self.tunnel_to is not None:
             self.tunnel_to.write(data)
             self.read_deadline = self.forwarder.now + self.forwarder.read_timeout

@@ -26,6 +26,120 @@ SIMPLE_REQUEST = re.compile(
 HEADER_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
 BODY_OR_UPGRADE = re.compile(rb"^(?:content-length|transfer-encoding|upgrade)[ \t]*:", re.I | re.M)
 
+# The lean paths: one regular expression each validates a whole message head and
+# finds what matters in it, so that the common exchange costs no per-header work.
+# Possessive repeats (*+) spare the regex engine its backtracking bookkeeping; they
+# cannot change what matches, as no repeated part can match what follows it.
+_TOKEN_CHARS = "!#$%&'*+.^_`|~0-9A-Za-z-"
+
+
+def name_other_than(*names: str) -> bytes:
+    """A pattern for a header name and its colon that is none of `names`, in any case.
+
+    A name ending in "-" stands for every name it starts. Alternatives are grouped
+    by first letter, so that most names are told apart by one character test.
+    """
+    rests: dict[str, list[str]] = {}
+    for name in names:
+        rests.setdefault(name[0], []).append(
+            re.escape(name[1:]) + ("" if name.endswith("-") else ":")
+        )
+    letters = "".join(sorted(rests))
+    other_first = "".join(
+        c
+        for c in "!#$%&'*+.^_`|~0123456789-"
+        + "abcdefghijklmnopqrstuvwxyz"
+        + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        if c.lower() not in letters
+    )
+    alternatives = [
+        f"[{letter}{letter.upper()}](?!(?i:{'|'.join(rest)}))"
+        for letter, rest in sorted(rests.items())
+    ]
+    first = "[" + re.escape(other_first) + "]|" + "|".join(alternatives)
+    return f"(?:{first})[{_TOKEN_CHARS}]*+:".encode()
+
+
+# Header names the lean request path leaves to the others: framing, hop-by-hop, what
+# the proxy sets itself, Expect, and Host (which it finds itself, exactly once).
+_REQUEST_NAME = name_other_than(
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "expect",
+    "proxy-",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "host",
+)
+# A header line already in the form the proxy would rebuild it in ("Name: value",
+# no other optional whitespace), so that it can be passed on byte for byte.
+_CANONICAL_LINE = (
+    _REQUEST_NAME + rb" (?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?\r\n"
+)
+# A whole body-less HTTP/1.1 request with exactly one Host and only plain headers.
+# Groups: method, target, Host value.
+LEAN_REQUEST = re.compile(
+    rb"(GET|HEAD|OPTIONS|DELETE) (/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*+) HTTP/1\.1\r\n(?:"
+    + _CANONICAL_LINE
+    + rb")*+(?i:host): ([\x21-\x7e\x80-\xff]++)\r\n(?:"
+    + _CANONICAL_LINE
+    + rb")*+\r\n"
+)
+# Longest request the lean path takes: shorter than every size limit, so none applies.
+LEAN_REQUEST_MAX = 8192
+# The values of the Cookie lines of a request the lean path took.
+COOKIE_VALUES = re.compile(rb"\r\n(?i:cookie): ([^\r\n]*)(?=\r\n)")
+
+# Response header lines the lean path passes on untouched: not framing, not hop-by-hop.
+_PLAIN_LINE = (
+    rb"\r\n"
+    + name_other_than(
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-",
+    )
+    + rb"[\t\x20-\x7e\x80-\xff]*+"
+)
+_LENGTH_LINE = rb"\r\n(?i:content-length):[ \t]*+(\d{1,15})[ \t]*+"
+_CONNECTION_LINE = rb"(\r\n(?i:connection):[ \t]*+(?:(?i:(keep-alive))|(?i:close))[ \t]*+)"
+# An HTTP/1.1 2xx-4xx response head with one Content-Length, at most one Connection
+# (keep-alive or close) and otherwise only plain lines. Groups: status, then either
+# (length, connection line, keep-alive) or (connection line, keep-alive, length);
+# the match ends after the blank line.
+LEAN_RESPONSE = re.compile(
+    rb"HTTP/1\.1 ([2-4]\d\d) [\t\x20-\x7e\x80-\xff]*+(?:"
+    + _PLAIN_LINE
+    + rb")*+(?:"
+    + _LENGTH_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*+(?:"
+    + _CONNECTION_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*+)?|"
+    + _CONNECTION_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*+"
+    + _LENGTH_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*+)\r\n\r\n"
+)
+
 
 def plain_response_head(data: bytes, end: int) -> bool:
     """Cheap checks that the response head in data[:end] is safe to pass on as it is:
