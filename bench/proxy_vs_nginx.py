@@ -19,6 +19,7 @@ all four processes. Other load on the machine skews both; the CPU time per
 request is the steadier figure.
 
     .venv/bin/python bench/proxy_vs_nginx.py [--duration 5] [--connections 50] [--pin]
+        [--header "Connection: keep-alive"]  (sent with every request, as browsers do)
 
 Needs the nginx and wrk binaries (Debian packages nginx-light and wrk).
 Ratios only mean something within one run on one machine.
@@ -121,7 +122,12 @@ def pin(pid: int, cpus: set[int] | None) -> None:
 
 
 def run_wrk(
-    port: int, path: str, duration: float, connections: int, cpus: set[int] | None = None
+    port: int,
+    path: str,
+    duration: float,
+    connections: int,
+    cpus: set[int] | None = None,
+    headers: tuple[str, ...] = (),
 ) -> tuple[float, float, int]:
     """(requests per second, p99 latency in ms, requests completed)."""
     result = subprocess.run(
@@ -133,6 +139,7 @@ def run_wrk(
             "--latency",
             "--timeout",
             "5s",
+            *(part for header in headers for part in ("-H", header)),
             f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
@@ -158,6 +165,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="request header wrk sends with every request (repeatable)",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -242,16 +255,21 @@ def main() -> int:
             else:
                 load_cpus = None
                 print(f"not pinned: all processes share CPUs {cpus}")
+            headers = tuple(args.header)
+            if headers:
+                print(f"every request also sends: {', '.join(headers)}")
             for label, path in (("small body", "/small"), ("1 MB body", "/big.bin")):
                 connections = args.connections if path == "/small" else 10
                 print(f"== {label}: wrk -t1 -c{connections} -d{args.duration:g}s")
                 for port in (nginx_port, proxy_port):  # warm-up
-                    run_wrk(port, path, 1.0, connections, load_cpus)
+                    run_wrk(port, path, 1.0, connections, load_cpus, headers)
                 figures: dict[str, list[tuple[float, float, float]]] = {"nginx": [], "proxy": []}
                 for round_number in range(1, args.rounds + 1):
                     for name, port in (("nginx", nginx_port), ("proxy", proxy_port)):
                         before = cpu_seconds(cpu_pid[name])
-                        rps, p99, total = run_wrk(port, path, args.duration, connections, load_cpus)
+                        rps, p99, total = run_wrk(
+                            port, path, args.duration, connections, load_cpus, headers
+                        )
                         cpu_us = (cpu_seconds(cpu_pid[name]) - before) / max(1, total) * 1e6
                         figures[name].append((rps, p99, cpu_us))
                         print(

@@ -2,23 +2,39 @@
 
 Pure: no I/O. The route is the `.ROUTE` suffix of the session id, read from the
 session cookie or a `;jsessionid=` path parameter (mod_jk's jvmRoute).
+
+Each peer's availability is one flag its health state machine keeps current
+(health.py), read per request without a call or a clock. When no peer is usable,
+the one out for passive failures only whose out-time ends soonest is tried
+rather than none (see health.py for why).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 from proxy.settings import Policy
+
+
+class Availability(Protocol):
+    """What the balancer reads of an upstream's health (health.UpstreamHealth)."""
+
+    usable: bool
+
+    @property
+    def fallback_until(self) -> float: ...
 
 
 class Peer:
     """A weighted member of the round robin."""
 
-    __slots__ = ("current", "name", "weight")
+    __slots__ = ("current", "health", "name", "weight")
 
-    def __init__(self, name: str, weight: int) -> None:
+    def __init__(self, name: str, weight: int, health: Availability) -> None:
         self.name = name
         self.weight = weight
+        self.health = health
         self.current = 0
 
 
@@ -28,12 +44,12 @@ class Balancer:
         peers: Sequence[tuple[str, int]],
         *,
         policy: Policy,
-        available: Callable[[str], bool],
+        health_of: Callable[[str], Availability],
     ) -> None:
-        self._peers = [Peer(name, weight) for name, weight in peers]
+        self._health_of = health_of
+        self._peers = [Peer(name, weight, health_of(name)) for name, weight in peers]
         self._by_name = {peer.name: peer for peer in self._peers}
         self._sticky = policy == "sticky"
-        self._available = available
 
     # -- membership (discovered upstreams come and go; never on the request path) --
     def __contains__(self, name: object) -> bool:
@@ -41,10 +57,13 @@ class Balancer:
 
     def add(self, name: str, weight: int = 1) -> None:
         """Let `name` take traffic; it starts with no round-robin credit."""
-        if name not in self._by_name:
-            peer = Peer(name, weight)
+        peer = self._by_name.get(name)
+        if peer is None:
+            peer = Peer(name, weight, self._health_of(name))
             self._peers.append(peer)
             self._by_name[name] = peer
+        else:
+            peer.health = self._health_of(name)  # discovery may have replaced it
 
     def remove(self, name: str) -> None:
         """No new requests for `name` (requests in flight are not the balancer's business)."""
@@ -58,30 +77,37 @@ class Balancer:
     def choose(self, route: str | None = None, exclude: Collection[str] = ()) -> str | None:
         """Name of the upstream for a request, or None when none is left.
 
-        A sticky route wins while its upstream is available and not excluded;
-        otherwise smooth weighted round robin over the available rest.
+        A sticky route wins while its upstream is usable and not excluded;
+        otherwise smooth weighted round robin over the usable rest; when none is
+        usable, the fallback.
         """
         if route is not None and self._sticky:
             peer = self._by_name.get(route)
-            if peer is not None and peer.name not in exclude and self._available(peer.name):
+            if peer is not None and peer.health.usable and peer.name not in exclude:
                 return peer.name
-        return self._round_robin(exclude)
-
-    def _round_robin(self, exclude: Collection[str]) -> str | None:
         best: Peer | None = None
         total = 0
-        available = self._available
         for peer in self._peers:
-            if (exclude and peer.name in exclude) or not available(peer.name):
+            if not peer.health.usable or (exclude and peer.name in exclude):
                 continue
             peer.current += peer.weight
             total += peer.weight
             if best is None or peer.current > best.current:
                 best = peer
         if best is None:
-            return None
+            return self._fallback(exclude)
         best.current -= total
         return best.name
+
+    def _fallback(self, exclude: Collection[str]) -> str | None:
+        """Nothing usable: the peer out for passive failures only that is back soonest."""
+        best: Peer | None = None
+        best_until = 0.0
+        for peer in self._peers:
+            until = peer.health.fallback_until
+            if until and peer.name not in exclude and (best is None or until < best_until):
+                best, best_until = peer, until
+        return None if best is None else best.name
 
 
 def route_of_session_id(session_id: str) -> str | None:

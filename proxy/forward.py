@@ -1,8 +1,10 @@
 """The forwarding path: raw asyncio protocols on both sides, httptools for parsing.
 
-One `ClientConnection` (client.py) per downstream socket parses requests; one
-`UpstreamConnection` (upstream.py) per upstream socket parses responses; the
-`Forwarder` here holds what they share. Bodies go from one transport to the
+One `ClientConnection` (client.py) per downstream socket parses requests and,
+through its base `Relay` (relay.py), forwards them as `Exchange`s (exchange.py);
+one `UpstreamConnection` (upstream.py) per upstream socket parses responses;
+the lean path (lean.py) does the common exchange inline; the `Forwarder` here
+holds what they share. Bodies go from one transport to the
 other chunk by chunk as the parser hands them over, with flow control both ways
 (a full write buffer pauses reading on the other side), so a body of any size
 streams in bounded memory. Idle upstream connections wait in a per-upstream
@@ -15,10 +17,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from proxy.client import ClientConnection, Exchange
+from proxy.client import ClientConnection
 from proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
+    from proxy.exchange import Exchange
+    from proxy.relay import Relay
     from proxy.server import Upstream, UpstreamSet
 
 
@@ -50,12 +54,12 @@ class Forwarder:
     def note_failure(self, upstream: Upstream, cause: str) -> None:
         self.set.note_failure(upstream, cause)
 
-    def connect(self, client: ClientConnection, ex: Exchange, upstream: Upstream) -> None:
+    def connect(self, client: Relay, ex: Exchange, upstream: Upstream) -> None:
         task = self.loop.create_task(self._connect(client, ex, upstream))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
-    async def _connect(self, client: ClientConnection, ex: Exchange, upstream: Upstream) -> None:
+    async def _connect(self, client: Relay, ex: Exchange, upstream: Upstream) -> None:
         spec = upstream.spec
         try:
             async with asyncio.timeout(self.settings.proxy_connect_timeout):

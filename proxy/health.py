@@ -6,6 +6,22 @@ upstream out for `fail_timeout` seconds; then it gets traffic again. Active:
 successes bring it back. An upstream is available when neither says it is out.
 Time is always passed in (seconds, wall clock), so tests need no sleeping.
 
+HAProxy's rule on top of nginx's: an upstream out for passive failures also
+comes back as soon as the active checker has seen `rise` consecutive successes
+of checks started after those failures, so a restarted app server takes
+traffic again without waiting out `fail_timeout` (which still ends the
+passive out-time when active checks are off, or slower than it).
+
+`usable` is the one flag the balancer reads per request. It is kept current on
+every transition; the end of a passive out-time has no event of its own, so the
+server's ticker calls `tick` while `out_until` is set (status queries through
+`available` notice it too). `fallback_until` names the upstreams that are out
+for passive failures only — no failed active check, no hold: when nothing is
+usable the balancer tries the one whose out-time ends soonest rather than
+answering 502 at once (nginx ignores failures when every peer of a one-peer
+upstream has failed; passive failures are guesses from a few requests, while
+an upstream the active checker knows dead is never tried this way).
+
 A discovered upstream (dns: upstreams) starts "checking": out until one health
 check passes. Discovery may then hold it out ("draining" when its address left
 DNS, "conflict" when a newer address claims its route) and rename it (from its
@@ -73,6 +89,8 @@ class UpstreamHealth:
         self._rise = rise
         self._failure_times: deque[float] = deque()
         self._passive_until = 0.0
+        # When the passive out-time began: only checks started later may end it.
+        self._passive_since = 0.0
         self._active_down = False
         self._check_fails = 0
         self._check_passes = 0
@@ -80,18 +98,27 @@ class UpstreamHealth:
         self._up = admitted
         self._admitted = admitted
         self._hold: Hold | None = None
-        # One flag for the per-request check: actively down, not admitted, or held out.
+        # Out for a reason other than passive failures: actively down, not admitted, held.
         self._out = not admitted
+        # Takes new requests now (the balancer's per-request test).
+        self.usable = admitted
 
     # -- queries -------------------------------------------------------------
     def available(self, now: float) -> bool:
-        if self._out:
-            return False
+        """`usable`, after noticing a passive out-time that has ended by `now`."""
         if self._passive_until and now >= self._passive_until:
-            self._passive_until = 0.0
-            self._failure_times.clear()
-            self._set_up(now, "fail_timeout expired")
-        return not self._passive_until
+            self._end_passive(now, "fail_timeout expired")
+        return self.usable
+
+    @property
+    def out_until(self) -> float:
+        """End of the passive out-time (0.0 when there is none)."""
+        return self._passive_until
+
+    @property
+    def fallback_until(self) -> float:
+        """End of the out-time when passive failures are the only reason, else 0.0."""
+        return 0.0 if self._out else self._passive_until
 
     @property
     def failing(self) -> bool:
@@ -136,6 +163,7 @@ class UpstreamHealth:
 
     def _update_out(self) -> None:
         self._out = self._active_down or not self._admitted or self._hold is not None
+        self.usable = not (self._out or self._passive_until)
 
     # -- passive -------------------------------------------------------------
     def record_failure(self, now: float, reason: str) -> None:
@@ -148,14 +176,26 @@ class UpstreamHealth:
         times.append(now)
         if len(times) >= self._max_fails and not self._passive_until:
             self._passive_until = now + self._fail_timeout
+            self._passive_since = now
+            self._check_passes = 0
+            self.usable = False
             self._set_down(now, reason)
+
+    def _end_passive(self, now: float, reason: str) -> None:
+        self._passive_until = 0.0
+        self._failure_times.clear()
+        self.usable = not self._out
+        self._set_up(now, reason)
 
     def record_success(self, now: float) -> None:
         if self._failure_times and not self._passive_until:
             self._failure_times.clear()
 
     # -- active --------------------------------------------------------------
-    def record_check(self, now: float, ok: bool, reason: str = "") -> None:
+    def record_check(
+        self, now: float, ok: bool, reason: str = "", *, started: float | None = None
+    ) -> None:
+        """One active check, finished at `now`; `started` (when known) is when it began."""
         if not self._admitted:
             # A new address: one passing check lets it in; failures keep it waiting.
             if ok:
@@ -168,13 +208,17 @@ class UpstreamHealth:
             return
         if ok:
             self._check_fails = 0
+            if self._passive_until and started is not None and started < self._passive_since:
+                return  # began before the failures: says nothing about after them
             self._check_passes += 1
             if self._active_down and self._check_passes >= self._rise:
                 self._active_down = False
-                self._update_out()
                 self._passive_until = 0.0
                 self._failure_times.clear()
+                self._update_out()
                 self._set_up(now, f"{self._rise} health checks passed")
+            elif self._passive_until and self._check_passes >= self._rise:
+                self._end_passive(now, f"{self._rise} health checks passed")
         else:
             self._check_passes = 0
             self._check_fails += 1
@@ -185,8 +229,9 @@ class UpstreamHealth:
 
     # -- tick ----------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Notice a passive timeout that expired while nobody asked."""
-        self.available(now)
+        """Notice a passive out-time that has ended (called while `out_until` is set)."""
+        if self._passive_until and now >= self._passive_until:
+            self._end_passive(now, "fail_timeout expired")
 
     def _set_down(self, now: float, reason: str) -> None:
         self.reason = reason

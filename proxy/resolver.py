@@ -225,24 +225,33 @@ class UpstreamDiscovery:
     async def _check_loop(self, host: str) -> None:
         settings = self.settings
         while True:
+            started = self.set.clock()
             passed, reason, route = await probe_upstream(
                 host, self.target.port, settings.health_path, settings.health_timeout
             )
             try:
-                self.checked(host, passed, reason, route)
+                self.checked(host, passed, reason, route, started=started)
             except Exception:  # a bug must not stop this address's checks for good
                 log.exception("upstream %s: recording a health check failed", host)
             await asyncio.sleep(settings.health_interval)
 
-    def checked(self, host: str, passed: bool, reason: str, route: str | None) -> None:
-        """Record one health check of `host`: admission, route, up/down."""
+    def checked(
+        self,
+        host: str,
+        passed: bool,
+        reason: str,
+        route: str | None,
+        *,
+        started: float | None = None,
+    ) -> None:
+        """Record one health check of `host` (begun at `started`): admission, route, up/down."""
         upstream = self._by_host.get(host)
         member = self.membership.members.get(host)
         if upstream is None or member is None or member.gone:
             return
         now = self.set.clock()
         admitted = upstream.health.admitted
-        upstream.health.record_check(now, passed, reason)
+        upstream.health.record_check(now, passed, reason, started=started)
         if passed:
             self.membership.learned(host, route)
         if not admitted and upstream.health.admitted:

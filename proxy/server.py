@@ -57,15 +57,12 @@ class UpstreamSet:
         self.balancer = Balancer(
             [(spec.name, spec.weight) for spec in settings.upstreams],
             policy=settings.policy,
-            available=self._available,
+            health_of=lambda name: self.by_name[name].health,
         )
         self.client_connections: Callable[[], int] = lambda: 0
         self.retries: Callable[[], int] = lambda: 0
         self.discovery_status: Callable[[], dict[str, Any]] = dict  # dns: upstreams only
         self._status = settings.status_prefix.encode()
-
-    def _available(self, name: str) -> bool:
-        return self.by_name[name].health.available(self.clock())
 
     def note_failure(self, upstream: Upstream, cause: str) -> None:
         """Hook for failures seen while forwarding (the health state already has them)."""
@@ -211,23 +208,28 @@ class ProxyServer:
         forwarder = self._forwarder
         assert forwarder is not None
         next_second = time.monotonic() + 1.0
+        upstreams = self.upstreams
         while True:
             await asyncio.sleep(_TICK)
             forwarder.tick()
+            now = upstreams.clock()
+            for upstream in upstreams.by_name.values():
+                if upstream.health.out_until:  # the end of a passive out-time, on time
+                    upstream.health.tick(now)
             if time.monotonic() >= next_second:
                 next_second += 1.0
-                now = self.upstreams.clock()
-                for upstream in self.upstreams.by_name.values():
+                for upstream in upstreams.by_name.values():
                     upstream.stats.sample_second(now)
-                    upstream.health.tick(now)
 
     async def _check(self, upstream: Upstream) -> None:
         settings = self.settings
+        clock = self.upstreams.clock
         while True:
+            started = clock()
             ok, reason = await check_upstream(
                 upstream.spec, settings.health_path, settings.health_timeout
             )
-            upstream.health.record_check(self.upstreams.clock(), ok, reason)
+            upstream.health.record_check(clock(), ok, reason, started=started)
             await asyncio.sleep(settings.health_interval)
 
     async def close(self, grace: float = 5.0) -> None:

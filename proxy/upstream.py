@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from proxy.lean import take_response
 from proxy.wire import LEAN_RESPONSE, MAX_HEADER_BYTES, WRITE_HIGH, plain_response_head
 
 if TYPE_CHECKING:
-    from proxy.client import ClientConnection
     from proxy.forward import Forwarder
+    from proxy.relay import Relay
     from proxy.server import Upstream
 
 logger = logging.getLogger("proxy")
@@ -31,7 +32,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.client: ClientConnection | None = None
+        self.client: Relay | None = None
         # Bytes of a response head that spans several reads.
         self.buffered = b""
         self.current = b""
@@ -60,7 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
             match = LEAN_RESPONSE.match(data)
             if match is not None:
                 self.got_bytes = True
-                if client.upstream_lean(self, data, match):
+                if take_response(client, self, data, match):
                     return
         if self.tunnel_to is not None:
             self.tunnel_to.write(data)
@@ -94,7 +95,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self.client is not None and self.tunnel_to is not None:
                 rest = data[upgrade.args[0] :]
                 if rest:
-                    client._write(rest)  # after the 101 head, in the same batch
+                    client.write(rest)  # after the 101 head, in the same batch
         except httptools.HttpParserError as error:
             if self.client is not None:
                 self.client.upstream_failed(self, "error", f"invalid response: {error}")

@@ -83,14 +83,29 @@ _REQUEST_NAME = name_other_than(
 _CANONICAL_LINE = (
     _REQUEST_NAME + rb" (?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?\r\n"
 )
-# A whole body-less HTTP/1.1 request with exactly one Host and only plain headers.
-# Groups: method, target, Host value.
+_LINES = rb"(?:" + _CANONICAL_LINE + rb")*+"
+_HOST_LINE = rb"(?i:host): ([\x21-\x7e\x80-\xff]++)\r\n"
+# What browsers send: hop-by-hop, so removed before forwarding (it names no other header).
+_KEEP_ALIVE_LINE = rb"((?i:connection): (?i:keep-alive)\r\n)"
+# A whole body-less HTTP/1.1 request with exactly one Host, at most one
+# `Connection: keep-alive` and otherwise only plain headers. Groups: method, target,
+# then either (Connection line, Host value) or (Host value, Connection line); the
+# Connection line group is None when there is none.
 LEAN_REQUEST = re.compile(
-    rb"(GET|HEAD|OPTIONS|DELETE) (/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*+) HTTP/1\.1\r\n(?:"
-    + _CANONICAL_LINE
-    + rb")*+(?i:host): ([\x21-\x7e\x80-\xff]++)\r\n(?:"
-    + _CANONICAL_LINE
-    + rb")*+\r\n"
+    rb"(GET|HEAD|OPTIONS|DELETE) (/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*+) HTTP/1\.1\r\n"
+    + _LINES
+    + rb"(?:"
+    + _KEEP_ALIVE_LINE
+    + _LINES
+    + _HOST_LINE
+    + _LINES
+    + rb"|"
+    + _HOST_LINE
+    + _LINES
+    + rb"(?:"
+    + _KEEP_ALIVE_LINE
+    + _LINES
+    + rb")?)\r\n"
 )
 # Longest request the lean path takes: shorter than every size limit, so none applies.
 LEAN_REQUEST_MAX = 8192
@@ -156,3 +171,8 @@ def plain_response_head(data: bytes, end: int) -> bool:
         and b"\r\n\t" not in head
         and b"\x00" not in head
     )
+
+
+# The last chunk of a chunked body (no trailers), and the interim answer to Expect.
+CHUNK_END = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -1,37 +1,74 @@
-"""Upstream choice: smooth weighted round robin, sticky routes and their fallback."""
+"""Upstream choice: smooth weighted round robin, sticky routes, their fallback, and the
+last resort when every upstream is out (real health state machines, injected time)."""
 
 from __future__ import annotations
 
 from proxy.balancer import Balancer, route_of_request, session_id_from_path
+from proxy.health import EventLog, UpstreamHealth
+from proxy.settings import Policy
+
+
+def make(
+    names: dict[str, int], policy: Policy = "round_robin"
+) -> tuple[Balancer, dict[str, UpstreamHealth]]:
+    log = EventLog()
+    healths = {
+        name: UpstreamHealth(name, log=log, max_fails=1, fail_timeout=10.0, fall=1, rise=2)
+        for name in names
+    }
+    balancer = Balancer(list(names.items()), policy=policy, health_of=healths.__getitem__)
+    return balancer, healths
 
 
 def test_smooth_weighted_round_robin_matches_nginx() -> None:
     # nginx's documented example: weights 5, 1, 1 give a a b a c a a.
-    balancer = Balancer([("a", 5), ("b", 1), ("c", 1)], policy="round_robin", available=bool)
+    balancer, _ = make({"a": 5, "b": 1, "c": 1})
     assert [balancer.choose() for _ in range(7)] == ["a", "a", "b", "a", "c", "a", "a"]
 
 
 def test_equal_weights_alternate_and_skip_excluded() -> None:
-    balancer = Balancer([("app1", 1), ("app2", 1)], policy="round_robin", available=bool)
+    balancer, _ = make({"app1": 1, "app2": 1})
     assert [balancer.choose() for _ in range(4)] == ["app1", "app2", "app1", "app2"]
     assert balancer.choose(exclude=("app1",)) == "app2"
     assert balancer.choose(exclude=("app1", "app2")) is None
 
 
 def test_sticky_route_wins_while_its_upstream_is_up() -> None:
-    down: set[str] = set()
-    balancer = Balancer(
-        [("app1", 1), ("app2", 1)], policy="sticky", available=lambda name: name not in down
-    )
+    balancer, healths = make({"app1": 1, "app2": 1}, policy="sticky")
     assert [balancer.choose("app2") for _ in range(3)] == ["app2"] * 3
-    down.add("app2")
+    healths["app2"].record_check(1.0, False, "connection refused")  # fall = 1
     assert balancer.choose("app2") == "app1"  # the failover moment
     assert balancer.choose("unknown") == "app1"
 
 
 def test_round_robin_policy_ignores_routes() -> None:
-    balancer = Balancer([("app1", 1), ("app2", 1)], policy="round_robin", available=bool)
+    balancer, _ = make({"app1": 1, "app2": 1})
     assert [balancer.choose("app2") for _ in range(2)] == ["app1", "app2"]
+
+
+def test_all_out_for_passive_failures_tries_the_one_back_soonest() -> None:
+    balancer, healths = make({"app1": 1, "app2": 1, "app3": 1})
+    healths["app2"].record_failure(100.0, "connection refused")  # out until 110
+    healths["app1"].record_failure(101.0, "connection refused")  # out until 111
+    healths["app3"].record_failure(102.0, "connection refused")  # out until 112
+    assert [balancer.choose() for _ in range(2)] == ["app2", "app2"]
+    assert balancer.choose(exclude=("app2",)) == "app1"
+    assert balancer.choose(exclude=("app2", "app1", "app3")) is None
+    # One usable upstream is always preferred to the fallback.
+    healths["app3"].record_check(103.0, True)
+    healths["app3"].record_check(104.0, True)
+    assert balancer.choose() == "app3"
+
+
+def test_no_fallback_to_an_upstream_the_active_checker_knows_dead() -> None:
+    balancer, healths = make({"app1": 1, "app2": 1})
+    healths["app1"].record_failure(100.0, "connection refused")
+    healths["app1"].record_check(100.5, False, "connection refused")  # fall = 1
+    assert balancer.choose() == "app2"
+    healths["app2"].record_failure(101.0, "connection refused")
+    assert balancer.choose() == "app2"  # passive only: still tried
+    healths["app2"].record_check(101.5, False, "connection refused")
+    assert balancer.choose() is None
 
 
 def test_route_from_cookie_then_path_parameter() -> None:

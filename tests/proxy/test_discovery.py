@@ -254,7 +254,12 @@ def test_static_upstreams_start_up_as_before() -> None:
 
 
 def test_peers_join_and_leave_the_round_robin() -> None:
-    balancer = Balancer([], policy="sticky", available=lambda name: True)
+    log = EventLog()
+    healths = {
+        name: UpstreamHealth(name, log=log, max_fails=1, fail_timeout=10, fall=1, rise=1)
+        for name in ("app1", "app2")
+    }
+    balancer = Balancer([], policy="sticky", health_of=healths.__getitem__)
     assert balancer.choose() is None
     balancer.add("app1")
     balancer.add("app2")

@@ -72,3 +72,71 @@ def test_active_down_wins_over_expired_passive_timeout() -> None:
     health.record_failure(1.0, "refused")
     health.record_check(1.5, False, "refused")
     assert not health.available(20.0)
+
+
+def test_passing_checks_after_passive_failures_bring_it_back_before_fail_timeout() -> None:
+    # A restarted app server: requests failed, the checker never saw `fall` failures.
+    health, log = make(max_fails=1, rise=2)
+    health.record_check(99.0, True)
+    health.record_check(99.5, True)
+    health.record_failure(100.0, "connection refused")
+    assert not health.usable and not health.available(100.0)
+    health.record_check(101.0, True, started=100.5)
+    assert not health.usable  # one pass after the failure: rise is 2
+    health.record_check(102.0, True, started=101.5)
+    assert health.usable and health.available(102.0) and health.out_until == 0.0
+    assert [(e.change, e.at, e.reason) for e in log] == [
+        ("DOWN", 100.0, "connection refused"),
+        ("UP", 102.0, "2 health checks passed"),
+    ]
+
+
+def test_a_check_started_before_the_failures_does_not_count() -> None:
+    health, _ = make(max_fails=1, rise=1)
+    health.record_failure(100.0, "connection refused")
+    health.record_check(100.2, True, started=99.9)
+    assert not health.usable
+    health.record_check(101.0, True, started=100.5)
+    assert health.usable
+
+
+def test_a_failed_check_restarts_the_count_of_passes() -> None:
+    health, _ = make(max_fails=1, fall=3, rise=2)
+    health.record_failure(100.0, "reset")
+    health.record_check(101.0, True)
+    health.record_check(102.0, False, "timed out")
+    health.record_check(103.0, True)
+    assert not health.usable
+    health.record_check(104.0, True)
+    assert health.usable
+
+
+def test_usable_flag_follows_every_transition_and_the_tick_ends_the_out_time() -> None:
+    health, _ = make(max_fails=1, fall=1, rise=1)
+    assert health.usable and health.fallback_until == 0.0
+    health.record_failure(100.0, "reset")
+    assert not health.usable and health.out_until == 110.0 and health.fallback_until == 110.0
+    health.tick(109.9)
+    assert not health.usable
+    health.tick(110.0)
+    assert health.usable and health.out_until == 0.0
+    health.record_check(111.0, False, "refused")
+    assert not health.usable and health.fallback_until == 0.0
+    health.record_failure(111.5, "refused")
+    assert health.fallback_until == 0.0  # actively down: never a fallback
+    health.record_check(112.0, True)
+    assert health.usable and health.out_until == 0.0
+    health.hold(113.0, "draining", "gone")
+    assert not health.usable
+    health.hold(114.0, None)
+    assert health.usable
+
+
+def test_a_new_address_is_not_usable_until_admitted() -> None:
+    log = EventLog()
+    health = UpstreamHealth(
+        "10.0.0.1:8000", log=log, max_fails=1, fail_timeout=10, fall=1, rise=2, admitted=False
+    )
+    assert not health.usable and health.fallback_until == 0.0
+    health.record_check(1.0, True)
+    assert health.usable

@@ -20,9 +20,37 @@ PLAIN_GET = (
 def test_a_plain_request_is_taken_with_its_host() -> None:
     match = LEAN_REQUEST.fullmatch(PLAIN_GET)
     assert match is not None
-    assert match.groups() == (b"GET", b"/a/b?c=%20d", b"shop.test:8080")
+    assert match.groups() == (b"GET", b"/a/b?c=%20d", None, None, b"shop.test:8080", None)
     lower_host = b"HEAD / HTTP/1.1\r\nhost: h\r\n\r\n"
     assert LEAN_REQUEST.fullmatch(lower_host) is not None
+
+
+def test_one_connection_keep_alive_is_taken_before_or_after_host() -> None:
+    before = b"GET / HTTP/1.1\r\nA: 1\r\nConnection: keep-alive\r\nB: 2\r\nHost: h\r\n\r\n"
+    match = LEAN_REQUEST.fullmatch(before)
+    assert match is not None
+    assert match.groups() == (b"GET", b"/", b"Connection: keep-alive\r\n", b"h", None, None)
+    after = b"GET / HTTP/1.1\r\nhost: h\r\nconnection: Keep-Alive\r\nB: 2\r\n\r\n"
+    match = LEAN_REQUEST.fullmatch(after)
+    assert match is not None
+    assert match.groups() == (b"GET", b"/", None, None, b"h", b"connection: Keep-Alive\r\n")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        b"Connection: keep-alive\r\nHost: h\r\nConnection: keep-alive\r\n",
+        b"Connection: keep-alive\r\nConnection: keep-alive\r\nHost: h\r\n",
+        b"Host: h\r\nConnection: keep-alive\r\nConnection: keep-alive\r\n",
+        b"Host: h\r\nConnection: close\r\n",
+        b"Host: h\r\nConnection: keep-alive, X-Hop\r\n",
+        b"Host: h\r\nConnection:keep-alive\r\n",
+        b"Host: h\r\nConnection: keep-alive \r\n",
+        b"Connection: keep-alive\r\n",
+    ],
+)
+def test_any_other_connection_header_goes_to_the_other_paths(lines: bytes) -> None:
+    assert LEAN_REQUEST.fullmatch(b"GET / HTTP/1.1\r\n" + lines + b"\r\n") is None
 
 
 @pytest.mark.parametrize(
@@ -31,7 +59,8 @@ def test_a_plain_request_is_taken_with_its_host() -> None:
         b"Content-Length: 0",
         b"CONTENT-LENGTH: 0",
         b"transfer-encoding: chunked",
-        b"Connection: keep-alive",
+        b"Connection: close",
+        b"Connection: upgrade",
         b"Keep-Alive: 5",
         b"TE: trailers",
         b"Trailer: x",
@@ -172,3 +201,44 @@ async def test_upstream_connection_close_is_not_pooled_and_client_stays() -> Non
     finally:
         await upstream.stop()
     assert upstream.connections == 3
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /p?q=1 HTTP/1.1\r\nHost: shop.test\r\nConnection: keep-alive\r\n"
+        b"Accept: */*\r\nCookie: a=b\r\n\r\n",
+        b"GET /p?q=1 HTTP/1.1\r\nConnection: keep-alive\r\nHost: shop.test\r\n"
+        b"Accept: */*\r\nCookie: a=b\r\n\r\n",
+        b"GET /p?q=1 HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\nCookie: a=b\r\n"
+        b"connection: Keep-Alive\r\n\r\n",
+    ],
+)
+async def test_connection_keep_alive_is_removed_byte_exact_as_on_the_parser_path(
+    request_bytes: bytes,
+) -> None:
+    assert LEAN_REQUEST.fullmatch(request_bytes) is not None
+    upstream = await RawUpstream("ok").start()
+    try:
+        async with running_proxy(settings({"app1": upstream.port})) as proxy:
+            # Whole in one read: the lean path.
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(request_bytes)
+            assert (await asyncio.wait_for(read_response(reader), 5)).status == 200
+            writer.close()
+            # Split over two reads: the parser path.
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(request_bytes[:20])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(request_bytes[20:])
+            assert (await asyncio.wait_for(read_response(reader), 5)).status == 200
+            writer.close()
+    finally:
+        await upstream.stop()
+    expected = (
+        b"GET /p?q=1 HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\nCookie: a=b\r\n"
+        b"X-Forwarded-Host: shop.test\r\nX-Forwarded-For: 127.0.0.1\r\n"
+        b"X-Forwarded-Proto: http\r\nX-Real-IP: 127.0.0.1\r\n\r\n"
+    )
+    assert upstream.heads == [expected, expected]
