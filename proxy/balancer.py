@@ -50,6 +50,7 @@ class Balancer:
         self._peers = [Peer(name, weight, health_of(name)) for name, weight in peers]
         self._by_name = {peer.name: peer for peer in self._peers}
         self._sticky = policy == "sticky"
+        self._only = self._peers[0] if len(self._peers) == 1 else None
 
     # -- membership (discovered upstreams come and go; never on the request path) --
     def __contains__(self, name: object) -> bool:
@@ -62,6 +63,7 @@ class Balancer:
             peer = Peer(name, weight, self._health_of(name))
             self._peers.append(peer)
             self._by_name[name] = peer
+            self._only = self._peers[0] if len(self._peers) == 1 else None
         else:
             peer.health = self._health_of(name)  # discovery may have replaced it
 
@@ -70,6 +72,7 @@ class Balancer:
         peer = self._by_name.pop(name, None)
         if peer is not None:
             self._peers.remove(peer)
+            self._only = self._peers[0] if len(self._peers) == 1 else None
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -81,6 +84,9 @@ class Balancer:
         otherwise smooth weighted round robin over the usable rest; when none is
         usable, the fallback.
         """
+        only = self._only
+        if only is not None and not exclude and only.health.usable:
+            return only.name  # what either rule gives for one peer (its credit stays 0)
         if route is not None and self._sticky:
             peer = self._by_name.get(route)
             if peer is not None and peer.health.usable and peer.name not in exclude:

@@ -11,7 +11,7 @@ goes the general way (client.py, relay.py).
 
 from __future__ import annotations
 
-import time
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from proxy.balancer import route_of_request
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from proxy.client import ClientConnection
     from proxy.relay import Relay
     from proxy.upstream import UpstreamConnection
+
+# See response_plan.
+ResponsePlan = tuple[int, int, int, int, bool]
 
 
 def take_request(client: ClientConnection, data: bytes, match: re.Match[bytes]) -> bool:
@@ -44,15 +47,16 @@ def take_request(client: ClientConnection, data: bytes, match: re.Match[bytes]) 
         ex = Exchange(method, target, True, True)
         ex.prepared = BODYLESS_REQUEST
         ex.request_complete = True
+        head_only = ex.head_only
     else:
         # Only what a lean exchange changes needs resetting (see take_response).
         client.spare = None
         ex.method = method
         ex.target = target
-        ex.head_only = method == b"HEAD"
+        ex.head_only = head_only = method == b"HEAD"
         ex.route = None
         ex.sent = ex.response_started = False
-        ex.started = time.perf_counter()
+        ex.started = perf_counter()
     if host is None:
         host = host_b
         keep_alive_line = 6 if keep_alive_b is not None else 0
@@ -66,7 +70,7 @@ def take_request(client: ClientConnection, data: bytes, match: re.Match[bytes]) 
     else:
         head = b"".join((data[:-2], b"X-Forwarded-Host: ", host, client.forwarded_tail))
     ex.head = head
-    ex.lean = not ex.head_only
+    ex.lean = not head_only
     route = None
     if forwarder.sticky and (forwarder.cookie_marker in data or b";" in target):
         cookies = [value.decode("latin-1") for value in COOKIE_VALUES.findall(data)]
@@ -104,11 +108,22 @@ def take_request(client: ClientConnection, data: bytes, match: re.Match[bytes]) 
     return True
 
 
-def take_response(
-    client: Relay, conn: UpstreamConnection, data: bytes, match: re.Match[bytes]
-) -> bool:
-    """The lean path of a response: `data` is a whole response whose head matched
-    LEAN_RESPONSE; it goes to the client as it is, less its Connection line.
+def response_plan(match: re.Match[bytes]) -> ResponsePlan:
+    """What take_response needs of a head LEAN_RESPONSE matched: (end of the head,
+    Content-Length, span of the Connection line to cut (0, 0 if none), whether the
+    upstream keeps the connection alive)."""
+    _, length, line, keep, line_b, keep_b, length_b = match.groups()
+    if length is None:
+        length, line, keep, group = length_b, line_b, keep_b, 5
+    else:
+        group = 3
+    start, stop = match.span(group) if line is not None else (0, 0)
+    return match.end(), int(length), start, stop, line is None or keep is not None
+
+
+def take_response(client: Relay, conn: UpstreamConnection, data: bytes, plan: ResponsePlan) -> bool:
+    """The lean path of a response: `data` is a whole response whose head `plan`
+    describes; it goes to the client as it is, less its Connection line.
     What Relay._drop_upstream and Relay.finish do, inline, for a client with nothing queued.
 
     False leaves the response to the other paths.
@@ -124,36 +139,29 @@ def take_response(
         or transport.is_closing()
     ):
         return False
-    _, length, line, keep, line_b, keep_b, length_b = match.groups()
-    if length is None:
-        length, line, keep, group = length_b, line_b, keep_b, 5
-    else:
-        group = 3
-    if len(data) - match.end() != int(length):
+    head_end, length, cut_start, cut_stop, upstream_keep_alive = plan
+    if len(data) - head_end != length:
         return False
     conn.awaiting_head = False
     ex.response_started = True
-    if line is None:
-        transport.write(data)
-    else:
-        start, stop = match.span(group)
-        transport.write(data[:start] + data[stop:])
+    transport.write(data[:cut_start] + data[cut_stop:] if cut_stop else data)
     upstream = ex.upstream
     assert upstream is not None
     stats = upstream.stats
-    stats.observe(time.perf_counter() - ex.started)
+    stats.observe(perf_counter() - ex.started)
+    forwarder = client.forwarder
     health = upstream.health
     if health.failing:
-        health.record_success(client.forwarder.clock())
+        health.record_success(forwarder.clock())
     ex.conn = None
     stats.active -= 1
     conn.client = None
     conn.read_deadline = 0.0
-    forwarder = client.forwarder
     idle = upstream.idle
+    request_complete = ex.request_complete
     if (
-        (line is None or keep is not None)
-        and ex.request_complete
+        upstream_keep_alive
+        and request_complete
         and not conn.closed
         and len(idle) < forwarder.keepalive
     ):
@@ -166,7 +174,7 @@ def take_response(
         or client.reading_paused
         or client.paused_for_upstream
         or client.paused_for_queue
-        or not ex.request_complete
+        or not request_complete
         or not ex.keep_alive
     ):
         client.finish(ex)

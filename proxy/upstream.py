@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from proxy.lean import take_response
+from proxy.lean import response_plan, take_response
 from proxy.wire import LEAN_RESPONSE, MAX_HEADER_BYTES, WRITE_HIGH, plain_response_head
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
             match = LEAN_RESPONSE.match(data)
             if match is not None:
                 self.got_bytes = True
-                if take_response(client, self, data, match):
+                if take_response(client, self, data, response_plan(match)):
                     return
         if self.tunnel_to is not None:
             self.tunnel_to.write(data)

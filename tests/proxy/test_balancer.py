@@ -41,6 +41,25 @@ def test_sticky_route_wins_while_its_upstream_is_up() -> None:
     assert balancer.choose("unknown") == "app1"
 
 
+def test_one_upstream_is_chosen_as_the_general_rules_would() -> None:
+    balancer, healths = make({"app1": 1}, policy="sticky")
+    assert [balancer.choose(route) for route in (None, "app1", "app9")] == ["app1"] * 3
+    assert balancer.choose(exclude=("app1",)) is None
+    healths["app1"].record_failure(100.0, "connection refused")  # out until 110
+    assert balancer.choose() == "app1"  # the fallback
+    healths["app1"].record_check(100.5, False, "connection refused")
+    assert balancer.choose() is None
+    healths["app2"] = UpstreamHealth(
+        "app2", log=EventLog(), max_fails=1, fail_timeout=10.0, fall=1, rise=2
+    )
+    balancer.add("app2")
+    assert [balancer.choose() for _ in range(2)] == ["app2", "app2"]
+    balancer.remove("app1")
+    assert balancer.choose() == "app2"
+    balancer.remove("app2")
+    assert balancer.choose() is None
+
+
 def test_round_robin_policy_ignores_routes() -> None:
     balancer, _ = make({"app1": 1, "app2": 1})
     assert [balancer.choose("app2") for _ in range(2)] == ["app1", "app2"]

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from proxy.lean import response_plan
 from proxy.wire import LEAN_REQUEST, LEAN_RESPONSE, name_other_than
 from tests.proxy.support import RawUpstream, read_response, running_proxy, settings
 
@@ -242,3 +243,60 @@ async def test_connection_keep_alive_is_removed_byte_exact_as_on_the_parser_path
         b"X-Forwarded-Proto: http\r\nX-Real-IP: 127.0.0.1\r\n\r\n"
     )
     assert upstream.heads == [expected, expected]
+
+
+def test_a_response_plan_is_what_the_lean_path_needs_of_a_head() -> None:
+    match = LEAN_RESPONSE.match(NGINX_HEAD + b"ok")
+    assert match is not None
+    cut = NGINX_HEAD.index(b"\r\nConnection")
+    assert response_plan(match) == (len(NGINX_HEAD), 2, cut, cut + 24, True)
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    match = LEAN_RESPONSE.match(closing)
+    assert match is not None
+    assert response_plan(match) == (len(closing), 0, 15, 34, False)
+    bare = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"
+    match = LEAN_RESPONSE.match(bare + b"x")
+    assert match is not None
+    assert response_plan(match) == (len(bare), 1, 0, 0, True)
+
+
+async def test_a_repeated_head_with_a_body_in_two_reads_goes_to_the_parser_path() -> None:
+    """The second answer has the same head as the first, but not its whole body in one read."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            for number in range(3):
+                await reader.readuntil(b"\r\n\r\n")
+                if number == 1:
+                    writer.write(head + b"o")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(b"k")
+                else:
+                    writer.write(head + b"ok")
+                await writer.drain()
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running_proxy(settings({"app1": port})) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            for _ in range(3):
+                writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                response = await asyncio.wait_for(read_response(reader), 5)
+                assert response.raw_head == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+                assert response.body == b"ok"
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert connections == 1
