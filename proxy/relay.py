@@ -232,15 +232,19 @@ class Relay(asyncio.Protocol):
             transport.write(client_head + body if len(body) < 16384 else client_head)
             if len(body) >= 16384:
                 transport.write(body)
+        self._note_answer(ex)
+        self._drop_upstream(ex, reusable=ex.request_complete and upstream_keep_alive)
+        self.finish(ex)
+        return True
+
+    def _note_answer(self, ex: Exchange) -> None:
+        """An upstream answered in full: its latency, and a success for its health."""
         upstream = ex.upstream
         assert upstream is not None
         upstream.stats.observe(time.perf_counter() - ex.started)
         health = upstream.health
         if health.failing:
             health.record_success(self.forwarder.clock())
-        self._drop_upstream(ex, reusable=ex.request_complete and upstream_keep_alive)
-        self.finish(ex)
-        return True
 
     def upstream_complete(self, conn: UpstreamConnection, reusable: bool = True) -> None:
         ex = self.active
@@ -251,12 +255,7 @@ class Relay(asyncio.Protocol):
             return
         if ex.framing == "chunked":
             self.write(CHUNK_END)
-        upstream = ex.upstream
-        assert upstream is not None
-        upstream.stats.observe(time.perf_counter() - ex.started)
-        health = upstream.health
-        if health.failing:
-            health.record_success(self.forwarder.clock())
+        self._note_answer(ex)
         reusable = (
             reusable and ex.request_complete and not conn.until_close and conn.upstream_keep_alive
         )
