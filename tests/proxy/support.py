@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.server import ProxyServer
 from proxy.settings import ProxySettings, settings_from_mapping
@@ -15,8 +16,43 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
+@dataclass(kw_only=True)
+class LoopbackServer:
+    """A test server on loopback whose `stop()` acts like a killed process."""
+
+    server: asyncio.Server | None = None
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    handlers: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @contextlib.contextmanager
+    def serving(self, writer: asyncio.StreamWriter) -> Iterator[None]:
+        """Around one connection's handler: tracked for stop(), closed when it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        self.writers.add(writer)
+        try:
+            yield
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.writers.discard(writer)
+            self.handlers.discard(task)
+            writer.close()
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for writer in list(self.writers):
+            writer.transport.abort()
+        if self.handlers:
+            await asyncio.wait(list(self.handlers), timeout=2)
+
+
 @dataclass
-class RawUpstream:
+class RawUpstream(LoopbackServer):
     """An HTTP upstream written with raw streams: records every request head it reads."""
 
     name: str
@@ -24,18 +60,11 @@ class RawUpstream:
     heads: list[bytes] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     connections: int = 0
-    server: asyncio.Server | None = None
     port: int = 0
-    writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        self.writers.add(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        try:
+        with self.serving(writer):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
@@ -46,27 +75,11 @@ class RawUpstream:
                 self.bodies.append(body)
                 writer.write(self.response.replace(b"ok", self.name.encode()[:2]))
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.writers.discard(writer)
-            self.handlers.discard(task)
-            writer.close()
 
     async def start(self, port: int = 0) -> RawUpstream:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
-
-    async def stop(self) -> None:
-        """Like a killed process: stop listening and drop every open connection."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for writer in list(self.writers):
-            writer.transport.abort()
-        if self.handlers:
-            await asyncio.wait(list(self.handlers), timeout=2)
 
 
 @contextlib.asynccontextmanager

@@ -20,13 +20,13 @@ import pytest
 
 from proxy.server import ProxyServer
 from proxy.settings import ProxySettings, settings_from_mapping
-from tests.proxy.support import Response, exchange, get, read_response
+from tests.proxy.support import LoopbackServer, Response, exchange, get, read_response
 
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 
 @dataclass
-class AppServer:
+class AppServer(LoopbackServer):
     """An app server: `GET /health` answers its route as JSON (503 while not healthy)."""
 
     host: str
@@ -37,16 +37,9 @@ class AppServer:
     health_checks: int = 0
     gate: asyncio.Event = field(default_factory=asyncio.Event)  # /slow waits for it
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
-    server: asyncio.Server | None = None
-    writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    handlers: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        self.writers.add(writer)
-        try:
+        with self.serving(writer):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1]
@@ -68,24 +61,9 @@ class AppServer:
                     + body
                 )
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.writers.discard(writer)
-            self.handlers.discard(task)
-            writer.close()
 
     async def start(self, port: int) -> None:
         self.server = await asyncio.start_server(self.handle, self.host, port)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for writer in list(self.writers):
-            writer.transport.abort()
-        if self.handlers:
-            await asyncio.wait(list(self.handlers), timeout=2)
 
 
 @dataclass
