@@ -156,49 +156,34 @@ async def run_scenario(
                     ids.append(response.cookies["JSESSIONID"].value)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(WRK_SCRIPT % ", ".join(f'"{i}"' for i in ids))
-        warm = await asyncio.create_subprocess_exec(
-            "wrk",
-            "-t",
-            str(connections),
-            "-c",
-            str(connections),
-            "-d",
-            "1s",
-            "-s",
-            script.name,
-            f"http://127.0.0.1:{port}/",
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        await asyncio.wait_for(warm.wait(), 30)
+        url = f"http://127.0.0.1:{port}/"
+        await run_wrk(connections, 1, script.name, url)  # warm-up, not counted
         counter[0] = 0
         cpu_before = time.process_time()
-        wrk = await asyncio.create_subprocess_exec(
-            "wrk",
-            "-t",
-            str(connections),
-            "-c",
-            str(connections),
-            "-d",
-            f"{duration}s",
-            "-s",
-            script.name,
-            f"http://127.0.0.1:{port}/",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        output, _ = await asyncio.wait_for(wrk.communicate(), duration + 30)
+        output = await run_wrk(connections, duration, script.name, url)
         cpu = time.process_time() - cpu_before
         requests = counter[0]
-        match = re.search(r"Requests/sec:\s+([\d.]+)", output.decode())
+        match = re.search(r"Requests/sec:\s+([\d.]+)", output)
         rps = float(match.group(1)) if match else requests / duration
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output.decode())
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
         if errors:
             print(f"  warning: {scenario.name}: {errors.group(1)} error responses", file=sys.stderr)
         if requests == 0:
-            raise RuntimeError(f"wrk sent no requests: {output.decode()}")
+            raise RuntimeError(f"wrk sent no requests: {output}")
         return cpu / max(1, requests) * 1e6, rps, requests
     finally:
         await runner.cleanup()
         Path(script.name).unlink(missing_ok=True)  # noqa: ASYNC240 - tiny local file
+
+
+async def run_wrk(connections: int, duration: int, script: str, url: str) -> str:
+    """wrk with one thread per connection; its report."""
+    wrk = await asyncio.create_subprocess_exec(
+        "wrk", "-t", str(connections), "-c", str(connections), "-d", f"{duration}s",
+        "-s", script, url, stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await asyncio.wait_for(wrk.communicate(), duration + 30)
+    return output.decode()
 
 
 async def main(duration: int, connections: int, rounds: int) -> None:
