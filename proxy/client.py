@@ -28,6 +28,7 @@ from proxy.wire import (
     LEAN_REQUEST_MAX,
     MAX_HEADER_BYTES,
     MAX_TARGET,
+    OTHER_PROTOCOL,
     SIMPLE_REQUEST,
     WRITE_HIGH,
 )
@@ -47,6 +48,8 @@ class ClientConnection(Relay):
         super().__init__(forwarder)
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = b""
+        # host:port the client reached: the Host of an HTTP/1.0 request that has none.
+        self.server_host = b""
         self.forwarded_tail = b""
         self.target_parts: list[bytes] = []
         self.target_size = 0
@@ -63,6 +66,10 @@ class ClientConnection(Relay):
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         peer = transport.get_extra_info("peername")
         ip = self.client_ip = (peer[0] if peer else "unknown").encode()
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            host = f"[{local[0]}]" if ":" in local[0] else local[0]
+            self.server_host = f"{host}:{local[1]}".encode()
         # The end of every lean request head for the upstream (after X-Forwarded-Host).
         self.forwarded_tail = b"".join(
             (
@@ -101,6 +108,10 @@ class ClientConnection(Relay):
                 return
         if self.in_head:
             self.header_bytes += len(data)
+            # llhttp also takes RTSP and ICE request lines; this proxy speaks HTTP only.
+            if (b"TSP/" in data or b"ICE/" in data) and OTHER_PROTOCOL.search(data):
+                self.reject(400, "not an HTTP request")
+                return
         else:
             self.read_deadline = self.forwarder.now + self.forwarder.settings.client_body_timeout
         try:
@@ -160,11 +171,14 @@ class ClientConnection(Relay):
         self.queue.clear()
 
     def pause_writing(self) -> None:
+        # A client that reads slowly answers for itself (send_timeout): the upstream we
+        # stop reading from is not late meanwhile.
         self.writing_paused = True
         self.send_deadline = self.forwarder.now + self.forwarder.settings.send_timeout
         ex = self.active
         conn = ex.conn if ex is not None else self.tunnel_to
         if conn is not None and conn.transport is not None and not conn.closed:
+            conn.read_deadline = 0.0
             conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -173,6 +187,7 @@ class ClientConnection(Relay):
         ex = self.active
         conn = ex.conn if ex is not None else self.tunnel_to
         if conn is not None and conn.transport is not None and not conn.closed:
+            conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
             conn.transport.resume_reading()
 
     # -- httptools callbacks ---------------------------------------------------
@@ -208,6 +223,8 @@ class ClientConnection(Relay):
         self.target_size = 0
         self.headers = []
         version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequestError(505, f"HTTP/{version} is not supported")
         ex = Exchange(parser.get_method(), target, version == "1.1", parser.should_keep_alive())
         self.parsing = ex
         if target.startswith(forwarder.status_prefix):
@@ -221,6 +238,7 @@ class ClientConnection(Relay):
                 upgrade=parser.should_upgrade(),
                 client_ip=self.client_ip,
                 max_body_size=settings.client_max_body_size,
+                default_host=self.server_host,
             )
             ex.prepared = prepared
             ex.head = prepared.head
@@ -293,10 +311,6 @@ class ClientConnection(Relay):
         conn = ex.conn
         if conn is not None and ex is self.active:
             conn.send(chunk)
-            # An upstream still taking the body is not late with its answer (nginx starts
-            # proxy_read_timeout once the request is sent); one that stops reading pauses
-            # us, and then this deadline expires.
-            conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
         else:
             ex.body_chunks.append(chunk)
             ex.buffered += len(chunk)
@@ -313,6 +327,8 @@ class ClientConnection(Relay):
         ex.request_complete = True
         if ex is self.active:
             self.read_deadline = 0.0
+            if ex.conn is not None and not self.writing_paused:
+                ex.conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
         if ex.local:
             if ex is self.active:
                 self._answer_locally(ex)

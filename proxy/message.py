@@ -85,11 +85,10 @@ def _connection_tokens(values: Sequence[bytes]) -> set[bytes]:
 
 # Connection tokens that name no header of their own.
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
-
-
-def _named_by_connection(values: list[bytes]) -> set[bytes]:
-    """Headers a Connection header declares hop-by-hop (beyond the usual ones)."""
-    return _connection_tokens(values) - _PLAIN_TOKENS
+# What a Connection header may never remove: the framing is the proxy's (it decided
+# how the body ends) and Host is not hop-by-hop (RFC 9110 7.6.1). Naming one of them
+# once let a client strip Content-Length while its body still went upstream: smuggling.
+_PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 
 def _drop_named(lines: list[bytes], dropped: set[bytes]) -> list[bytes]:
@@ -110,12 +109,15 @@ def prepare_request(
     upgrade: bool,
     client_ip: bytes,
     max_body_size: int,
+    default_host: bytes = b"",
 ) -> PreparedRequest:
     """Check a parsed request and build the head for the upstream, or raise BadRequestError.
 
     `upgrade` is the parser's verdict that this is a protocol upgrade (WebSocket).
     The syntax (methods, header names, Content-Length digits and duplicates,
     Transfer-Encoding with Content-Length, obs-fold) was checked by llhttp already.
+    `default_host` is the Host sent for an HTTP/1.0 request that has none (nginx's
+    $host falls back to the server's own name), as HTTP/1.1 requires one.
     """
     if method in _REFUSED_METHODS:
         raise BadRequestError(405, f"method {method.decode()} not allowed")
@@ -139,6 +141,9 @@ def prepare_request(
                 host = value
             elif low == b"content-length":
                 content_length = int(value)
+                # The proxy's own framing line, in place: digits only, however sent.
+                lines += (b"Content-Length", b": ", b"%d" % content_length, b"\r\n")
+                continue
             elif low == b"cookie":
                 cookies.append(value.decode("latin-1"))
             elif low == b"expect":
@@ -157,10 +162,18 @@ def prepare_request(
         elif low[:6] == b"proxy-":
             continue
         lines += (name, b": ", value, b"\r\n")
-    if host is None and http_version == "1.1":
-        raise BadRequestError(400, "missing Host header")
+    if host is None:
+        if http_version == "1.1" or not default_host:
+            raise BadRequestError(400, "missing Host header")
+        host = default_host
+        lines[1:1] = (b"Host", b": ", host, b"\r\n")
     if content_length is not None and chunked:
         raise BadRequestError(400, "both Content-Length and Transfer-Encoding")
+    if upgrade and (method != b"GET" or chunked or content_length):
+        # Only a body-less GET can switch protocols (RFC 6455); anything else would leave
+        # its body unparsed behind the head, the upstream waiting for it, and the stall
+        # blamed on the upstream.
+        raise BadRequestError(400, "Upgrade on a request that cannot upgrade")
     if max_body_size and content_length is not None and content_length > max_body_size:
         raise BadRequestError(413, "request body larger than client_max_body_size")
     tunnel = close_requested = False
@@ -168,7 +181,7 @@ def prepare_request(
         tokens = _connection_tokens(connection_values)
         close_requested = b"close" in tokens
         tunnel = upgrade and upgrade_value is not None and b"upgrade" in tokens
-        dropped = tokens - _PLAIN_TOKENS
+        dropped = tokens - _PLAIN_TOKENS - _PROTECTED
         if dropped:
             lines = _drop_named(lines, dropped)
     if host is not None:
@@ -284,7 +297,7 @@ def prepare_response(
                     upstream_keep_alive = False
                 elif b"keep-alive" in tokens:
                     upstream_keep_alive = True
-                named |= tokens - _PLAIN_TOKENS
+                named |= tokens - _PLAIN_TOKENS - _PROTECTED
     kept = _HOP_LINE.sub(b"", head) if hop else head
     if named:
         kept = _drop_header_lines(kept, named)
@@ -331,12 +344,14 @@ _REASONS = {
     408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
 }
 
 

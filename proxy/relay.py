@@ -101,7 +101,10 @@ class Relay(asyncio.Protocol):
         else:
             conn.transport.write(ex.head)
         ex.sent = True
-        conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
+        # proxy_read_timeout runs once the whole request is sent, as in nginx: while the
+        # client is still sending, a stall is the client's (client_body_timeout).
+        if ex.request_complete:
+            conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
         if ex.expect_continue:
             ex.expect_continue = False
             self.write(CONTINUE)
@@ -369,8 +372,20 @@ class Relay(asyncio.Protocol):
             transport.write(data)
 
     def pause_reading_for_upstream(self, paused: bool) -> None:
+        """The upstream stopped (or resumed) taking the request: while we do not read the
+        client, its client_body_timeout does not run; the upstream's deadline does."""
         self.paused_for_upstream = paused
+        ex = self.active
+        if paused:
+            self.read_deadline = 0.0
+        elif ex is not None and not ex.request_complete:
+            forwarder = self.forwarder
+            self.read_deadline = forwarder.now + forwarder.settings.client_body_timeout
         self.update_reading()
+
+    def request_complete(self) -> bool:
+        ex = self.active
+        return ex is not None and ex.request_complete
 
     def update_reading(self) -> None:
         want_paused = self.paused_for_upstream or self.paused_for_queue

@@ -125,13 +125,19 @@ class UpstreamConnection(asyncio.Protocol):
                 client.upstream_failed(self, "error", f"{cause} by upstream")
 
     def pause_writing(self) -> None:
+        # An upstream that stops taking the request body is the one late (nginx's
+        # proxy_send_timeout, here proxy_read_timeout); the client we stop reading is not.
         client = self.client
         if client is not None:
+            self.read_deadline = self.forwarder.now + self.forwarder.read_timeout
             client.pause_reading_for_upstream(True)
 
     def resume_writing(self) -> None:
         client = self.client
         if client is not None:
+            forwarder = self.forwarder
+            complete = client.request_complete()
+            self.read_deadline = forwarder.now + forwarder.read_timeout if complete else 0.0
             client.pause_reading_for_upstream(False)
 
     # -- httptools callbacks ---------------------------------------------------

@@ -16,14 +16,25 @@ MAX_HEADER_BYTES = 32768
 # Write buffer high-water mark of every transport: beyond it, the other side pauses.
 WRITE_HIGH = 256 * 1024
 
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_FIELD = _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*"
+# Every pattern here runs in time linear in its input, whatever the bytes: each
+# repeat is possessive (*+, ++) and no two adjacent parts can match the same byte,
+# so the engine never backtracks into what it has matched (tests/proxy/test_linear_heads.py).
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]++"
+_FIELD = _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*+"
 SIMPLE_REQUEST = re.compile(
-    rb"(GET|HEAD|OPTIONS|DELETE) (/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*) HTTP/1\.1\r\n((?:"
+    rb"(GET|HEAD|OPTIONS|DELETE) (/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*+) HTTP/1\.1\r\n((?:"
     + _FIELD
-    + rb"\r\n)*)\r\n"
+    + rb"\r\n)*+)\r\n"
 )
-HEADER_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
+# A value is runs of visible bytes joined by inner white space; white space that does not
+# lead to a visible byte is the optional trailing kind, left out of the value.
+HEADER_FIELD = re.compile(
+    rb"("
+    + _TOKEN
+    + rb"):[ \t]*+((?:[\x21-\x7e\x80-\xff]++|[ \t]++(?=[\x21-\x7e\x80-\xff]))*+)[ \t]*+\r\n"
+)
+# A request line of a protocol other than HTTP that llhttp parses all the same.
+OTHER_PROTOCOL = re.compile(rb"^[A-Z_]++ [^ \r\n]++ (?:RTSP|ICE)/", re.M)
 BODY_OR_UPGRADE = re.compile(rb"^(?:content-length|transfer-encoding|upgrade)[ \t]*:", re.I | re.M)
 
 # The lean paths: one regular expression each validates a whole message head and
