@@ -138,6 +138,8 @@ def prepare_request(
             if low == b"host":
                 if host is not None:
                     raise BadRequestError(400, "more than one Host header")
+                if _HOST.fullmatch(value) is None:
+                    raise BadRequestError(400, "invalid Host header")
                 host = value
             elif low == b"content-length":
                 content_length = int(value)
@@ -151,7 +153,13 @@ def prepare_request(
                 continue  # the proxy answers 100-continue itself, as nginx does
             else:
                 if low == b"transfer-encoding":
-                    chunked = value.strip().lower().endswith(b"chunked")
+                    # The proxy re-chunks what it decoded: any other coding would be
+                    # lost on the way.
+                    if value.strip().lower() != b"chunked":
+                        raise BadRequestError(400, "only Transfer-Encoding: chunked is supported")
+                    if http_version != "1.1":
+                        raise BadRequestError(400, "Transfer-Encoding in an HTTP/1.0 request")
+                    chunked = True
                 elif low == b"connection":
                     connection_values.append(value)
                 elif low == b"x-forwarded-for":
@@ -208,6 +216,9 @@ def prepare_request(
     prepared.close_requested = close_requested
     return prepared
 
+
+# A Host value: a registered name or an IPv4 or bracketed IPv6 address, and a port.
+_HOST = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]++|\[[0-9A-Fa-f:.]++\])(?::[0-9]{1,5})?")
 
 _WATCHED_REQUEST = frozenset(
     {

@@ -95,7 +95,8 @@ _CANONICAL_LINE = (
     _REQUEST_NAME + rb" (?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?\r\n"
 )
 _LINES = rb"(?:" + _CANONICAL_LINE + rb")*+"
-_HOST_LINE = rb"(?i:host): ([\x21-\x7e\x80-\xff]++)\r\n"
+# A plain host name or address and port; any other Host is for the parser path to judge.
+_HOST_LINE = rb"(?i:host): ([A-Za-z0-9._:\[\]-]++)\r\n"
 # What browsers send: hop-by-hop, so removed before forwarding (it names no other header).
 _KEEP_ALIVE_LINE = rb"((?i:connection): (?i:keep-alive)\r\n)"
 # A whole body-less HTTP/1.1 request with exactly one Host, at most one

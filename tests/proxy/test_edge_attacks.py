@@ -258,3 +258,37 @@ async def test_http10_without_host_gets_the_proxys_address_as_host() -> None:
     head = upstream.heads[0]
     assert head.startswith(b"GET /old HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port)
     assert head.count(b"\r\nHost:") == 1
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b'GET / HTTP/1.1\r\nHost: "><script>\r\n\r\n', 400),
+        (b"GET / HTTP/1.1\r\nHost: evil.test@a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 200),
+        (b"GET / HTTP/1.1\r\nHost: shop.example.test:8080\r\n\r\n", 200),
+    ],
+    ids=[
+        "coding before chunked",
+        "chunked in http/1.0",
+        "slash in host",
+        "space in host",
+        "markup in host",
+        "userinfo in host",
+        "ipv6 host",
+        "name and port",
+    ],
+)
+async def test_ambiguous_framing_and_hosts_are_refused(request_bytes: bytes, status: int) -> None:
+    upstream = await RawUpstream("ok").start()
+    try:
+        async with running_proxy(settings({"app1": upstream.port})) as proxy:
+            response = await exchange(proxy.port, request_bytes)
+    finally:
+        await upstream.stop()
+    assert response.status == status
+    assert len(upstream.heads) == (1 if status == 200 else 0)
