@@ -25,6 +25,9 @@ LABEL org.opencontainers.image.title=sessionha \
 # A fixed uid so volumes and security policies can name it.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin sessionha
+# No set-user-ID or set-group-ID program (su, passwd, mount, ...): nothing in the container
+# can gain privileges, even where no-new-privileges cannot be set (docker stack deploy).
+RUN find / -xdev -perm /6000 -type f -exec chmod a-s {} +
 COPY --from=build /opt/sessionha /opt/sessionha
 ENV PATH=/opt/sessionha/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -1,26 +1,31 @@
 """python -m appserver: one app server from a TOML topology or from the environment.
 
     python -m appserver --config cluster.toml --name app1
-    LISTEN=127.0.0.1:8081 JVM_ROUTE=app1 MEMCACHED_NODES=n1:127.0.0.1:11211 python -m appserver
+    LISTEN=127.0.0.1:8081 JVM_ROUTE=app1 MEMCACHED_NODES=n1:127.0.0.1:21211 python -m appserver
 
-A bad or missing setting prints one line naming it and exits with status 2.
+A bad or missing setting prints one line naming it and exits with status 2. `--help` lists
+every setting with its default (`settings_reference()`, also the source of docs/reference.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import importlib.metadata
+import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sessionstore import SettingsError
+from sessionstore import SessionStoreSettings, SettingsError
 
 from .errors import ConfigError
 from .logs import configure_logging
 from .server import ListenError, serve
-from .settings import AppServerSettings
+from .settings import AppServerSettings, known_keys
 
 EXIT_BAD_SETTING = 2
 EXIT_CANNOT_LISTEN = 1
@@ -35,13 +40,114 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
+# What each setting means, for `--help` and docs/reference.md. tests/docs checks that every
+# key the settings accept (known_keys()) is here and nothing else: a new key gets a line here.
+MEANINGS: dict[str, str] = {
+    "listen": 'host:port, e.g. "127.0.0.1:8081" (port 0: the system picks one)',
+    "jvm_route": "this server's route: the suffix of its session ids, what the proxy sticks to",
+    "memcached_nodes": '"n1:host:port,n2:host:port", or "dns:NAME:PORT" to discover the nodes',
+    "failover_nodes": "sticky only: nodes used only when no other is alive (the memcached on "
+    "this server's own host)",
+    "sticky": "false: nothing is kept between requests; each request loads its session from "
+    "memcached, and a bak: copy lives on the next node",
+    "locking_mode": 'non-sticky: "none", "all", "auto" (not GET/HEAD) or "uriPattern:<regex>"; '
+    "a lock is a memcached add",
+    "lock_timeout": "a request that waits longer for its session's lock gets 503 with Retry-After",
+    "request_uri_ignore_pattern": "paths that never load or back up a session (static files)",
+    "session_backup_async": "true answers before the backup is written: faster, but a response "
+    "no longer proves the write is in memcached",
+    "session_backup_timeout": "how long a response waits for its backup (MSM's default is 0.1; "
+    "ours outlasts operation_timeout)",
+    "operation_timeout": "every memcached operation; a node that times out is marked dead",
+    "node_retry_interval": "how long a dead memcached node is left alone before it is tried again",
+    "storage_key_prefix": "prepended to every memcached key",
+    "transcoder": '"json" or "msgpack" (never pickle)',
+    "max_inactive_interval": "idle seconds before a session expires, in memory and in memcached",
+    "session_cookie_name": "the session cookie; ;jsessionid= in the path works too (URL "
+    "rewriting when no cookie came)",
+    "max_session_size": "bytes; a larger session is refused with 413 and its earlier data stays",
+    "resolver_valid": "with dns: nodes, how often the name is resolved again",
+    "client_max_body_size": 'larger request bodies get 413 (bytes, or like "512k", "1m")',
+    "shutdown_timeout": "on SIGTERM: stop accepting, finish requests in flight and flush async "
+    "backups within this, then exit",
+    "max_session_attributes": "a request that would store more attributes gets 413, data kept",
+    "max_attribute_name_length": "a longer dataName gets 413",
+    "access_log": "true: one line per request on stderr (nginx's combined format)",
+    "max_active_sessions": "sticky sessions held in memory (Tomcat's maxActiveSessions; -1: no "
+    "cap); beyond it the least recently used one memcached holds leaves memory and loads back "
+    "on its next request",
+    "session_create_rate": "new sessions per second per client address (a token bucket; 0: no "
+    "limit); beyond it 429 with Retry-After",
+    "session_create_burst": "how many new sessions a client address may create at once",
+    "trusted_proxies": "peers whose X-Real-IP / X-Forwarded-For name the client (RemoteIpValve's "
+    'internalProxies): addresses or CIDR networks; "" trusts no peer',
+}
+# Keys whose default is not the dataclass field of the same name.
+SHOWN_DEFAULTS = {"listen": "(required)"}
+
+
+def toml_literal(value: object) -> str:
+    """A default as the TOML file would write it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A TOML literal string keeps regular expressions readable (no doubled backslashes).
+        return f"'{value}'" if "\\" in value and "'" not in value else json.dumps(value)
+    return "(none)" if value is None else str(value)
+
+
+def default_text(key: str) -> str | None:
+    """The default of `key` as TOML writes it, "(required)", or None when it is unknown."""
+    if key in SHOWN_DEFAULTS:
+        return SHOWN_DEFAULTS[key]
+    for cls in (AppServerSettings, SessionStoreSettings):
+        for field in dataclasses.fields(cls):
+            if field.name != key:
+                continue
+            if field.default is not dataclasses.MISSING:
+                return toml_literal(field.default)
+            if field.default_factory is not dataclasses.MISSING:
+                return toml_literal(field.default_factory())
+            return "(required)"
+    return None
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """(key, default, meaning) of every setting: MEANINGS' order, then keys it lacks."""
+    keys = known_keys()
+    ordered = [key for key in MEANINGS if key in keys] + sorted(keys - MEANINGS.keys())
+    return [(key, default_text(key) or "?", MEANINGS.get(key, "?")) for key in ordered]
+
+
+def settings_epilog() -> str:
+    lines = ["settings (TOML keys, or upper case in the environment; durations in seconds):"]
+    for key, default, meaning in settings_reference():
+        lines.append(f"  {key} {default}" if default.startswith("(") else f"  {key} = {default}")
+        lines += textwrap.wrap(meaning, 79, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("sessionha")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m appserver",
         description="Run one app server (the Tomcat role) with memcached-backed sessions. "
         "Without --config every setting comes from upper-case environment variables "
         "(LISTEN, JVM_ROUTE, MEMCACHED_NODES, FAILOVER_NODES, STICKY, ...).",
+        epilog=settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--config", type=Path, help="TOML topology file, e.g. cluster.toml")
     parser.add_argument("--name", help="the member to run: the NAME of an [appserver.NAME] table")
     args = parser.parse_args(argv)

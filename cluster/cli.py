@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -14,6 +16,7 @@ from .errors import ClusterError
 from .launcher import up
 from .rundir import RunDir, default_config
 from .status import format_table
+from .topology import MEMBER_KEYS
 
 START_TIMEOUT = 60.0  # the launcher answers `start` once the member is healthy
 STATUS_TIMEOUT = 10.0
@@ -26,28 +29,60 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see: {self.prog} --help)\n")
 
 
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("sessionha")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def topology_epilog() -> str:
+    """`up --help`: the keys the launcher reads, from the table docs/reference.md shows too."""
+    lines = [
+        "topology: each [ROLE.NAME] table is one member (ROLE: memcached, appserver, proxy);",
+        "the scalar keys of a [ROLE] table are defaults for its members. The launcher reads:",
+    ]
+    for key, default, meaning in MEMBER_KEYS:
+        lines.append(f"  {key} {default}" if default.startswith("(") else f"  {key} = {default}")
+        lines += textwrap.wrap(meaning, 79, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    lines += [
+        "Every other key is the member's own setting: see python -m appserver --help and",
+        "python -m proxy --help (the same list: docs/reference.md).",
+    ]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sessionha", description="Run the local sessionha cluster.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, help_text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.add_argument(
             "--run-dir",
             type=Path,
             default=None,
-            help="control socket and state (default: .sessionha/ at the repository root)",
+            help="control socket and state (default: .sessionha/ next to the default topology)",
         )
         return sub
 
-    up_parser = add("up", "start every member, stream their logs, stop them all on Ctrl-C")
+    up_parser = add(
+        "up", "start every member, stream their logs, stop them all on Ctrl-C", topology_epilog()
+    )
     up_parser.add_argument(
         "--config",
         type=Path,
         default=None,
-        help="TOML topology (default: cluster.toml at the repository root)",
+        help="TOML topology (default: cluster.toml here, else the repository's)",
     )
     up_parser.add_argument(
         "--health-timeout",

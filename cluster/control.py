@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ClusterError, ControlError
+from .invocation import cli_command
 from .status import MemberStatus
 from .supervisor import Cluster
 
@@ -73,7 +74,7 @@ def request(path: Path, payload: dict[str, Any], *, timeout: float) -> list[Memb
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(
                 f"no cluster is running (no launcher at {path.parent}); "
-                "start one with: sessionha up"
+                f"start one with: {cli_command()} up"
             ) from None
         except OSError as error:
             raise ControlError(f"cannot reach the launcher at {path}: {error}") from None

@@ -12,22 +12,31 @@ from typing import TextIO
 
 from .control import launcher_running, serve_control
 from .errors import ClusterError
+from .health import status_prefix
+from .invocation import cli_command, typed
 from .logs import LogPrinter, wants_colour
 from .preflight import preflight
 from .rundir import RunDir
 from .status import format_table
 from .supervisor import Cluster
-from .topology import Topology, load_topology
+from .topology import Address, Topology, load_topology
 
 # Ctrl-C, `kill`, and a closed terminal all stop the members in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _urls(topology: Topology) -> list[str]:
+def banner(topology: Topology, command: str) -> list[str]:
+    """What to do next, printed once every member is healthy; `command` is how this
+    launcher is typed again (cli_command())."""
     lines = []
     for proxy in topology.of_role("proxy"):
-        base = f"http://{proxy.listen.connect_host}:{proxy.listen.port}"
-        lines.append(f"Open {base}/test   (proxy status: {base}/_proxy/status)")
+        base = f"http://{Address(proxy.listen.connect_host, proxy.listen.port)}"
+        lines.append(f"Open {base}/test   (proxy status: {base}{status_prefix(proxy)}/status)")
+    program = command.split()[0]
+    relative = "/" in program and not program.startswith("/")
+    where = "In another terminal, in this directory:" if relative else "In another terminal:"
+    lines.append(f"{where} {command} status   (and: kill, stop, start MEMBER)")
+    lines.append("Ctrl-C here stops the cluster.\n")
     return lines
 
 
@@ -36,9 +45,9 @@ async def _run(
 ) -> int:
     if launcher_running(run_dir.control_socket):
         raise ClusterError(
-            f"a cluster is already running from {run_dir.path} (see: sessionha status)"
+            f"a cluster is already running from {run_dir.path} (see: {cli_command()} status)"
         )
-    memcached = preflight(topology)
+    memcached = preflight(topology, typed(config))
     log = LogPrinter(topology.names, out, colour=wants_colour(out))
     cluster: Cluster
 
@@ -80,12 +89,8 @@ async def _run(
         if starting.done():
             starting.result()  # a member that failed to start ends the launcher here
             log.launcher_line("\n" + format_table(cluster.statuses()) + "\n")
-            for line in _urls(topology):
+            for line in banner(topology, cli_command()):
                 log.launcher_line(line)
-            log.launcher_line(
-                "From another terminal: sessionha status | kill MEMBER | "
-                "stop MEMBER | start MEMBER.  Ctrl-C stops the cluster.\n"
-            )
             await stopping
         else:
             starting.cancel()

@@ -20,7 +20,7 @@ def find_memcached() -> str:
     return binary
 
 
-def check_port_free(member: Member) -> None:
+def check_port_free(member: Member, config: str = "the topology") -> None:
     """A bind attempt, as the member itself will make (SO_REUSEADDR, like the servers)."""
     family = socket.AF_INET6 if ":" in member.listen.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -31,16 +31,18 @@ def check_port_free(member: Member) -> None:
             if error.errno == errno.EADDRINUSE:
                 raise PreflightError(
                     f"port {member.listen.port} is already in use "
-                    f"({member.name} wants to listen on {member.listen})"
+                    f"({member.name} wants to listen on {member.listen}): stop what holds it, "
+                    f"or give {member.name} another port in {config}"
                 ) from None
             raise PreflightError(
                 f"{member.name} cannot listen on {member.listen}: {error.strerror}"
             ) from None
 
 
-def preflight(topology: Topology) -> str | None:
-    """Everything `up` checks first; returns the memcached binary when one is needed."""
+def preflight(topology: Topology, config: str = "the topology") -> str | None:
+    """Everything `up` checks first; returns the memcached binary when one is needed.
+    `config` names the topology file in the advice."""
     binary = find_memcached() if topology.of_role("memcached") else None
     for member in topology.members:
-        check_port_free(member)
+        check_port_free(member, config)
     return binary

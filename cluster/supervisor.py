@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .commands import Command, member_command
 from .errors import MemberError
-from .health import is_healthy
+from .health import probe_for
 from .logs import LogPrinter
 from .spawn import spawn
 from .status import MemberState, MemberStatus
@@ -150,20 +150,24 @@ class Cluster:
         self, member: MemberProcess, process: asyncio.subprocess.Process
     ) -> None:
         name = member.member.name
+        probe = probe_for(member.member)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._health_timeout
         while True:
             if process.returncode is not None:
                 await member.exited.wait()
                 raise MemberError(self._start_failure(name, describe_exit(process.returncode)))
-            if await is_healthy(member.member):
+            healthy, why = await probe()
+            if healthy:
                 return
             if loop.time() > deadline:
                 member.requested = "exited"
                 member.signal(signal.SIGKILL)
                 await member.exited.wait()
                 raise MemberError(
-                    self._start_failure(name, f"was not healthy after {self._health_timeout:g}s")
+                    self._start_failure(
+                        name, f"was not healthy after {self._health_timeout:g}s ({why})"
+                    )
                 )
             await asyncio.sleep(HEALTH_POLL_INTERVAL)
 

@@ -22,7 +22,21 @@ from .errors import TopologyError
 Role = Literal["memcached", "appserver", "proxy"]
 ROLES: tuple[Role, ...] = ("memcached", "appserver", "proxy")
 
-MEMCACHED_KEYS = frozenset({"listen", "host", "memory", "item_size_limit"})
+DEFAULT_MEMORY_MB = 64
+DEFAULT_ITEM_SIZE_LIMIT = "1m"
+# The keys the launcher reads itself: (key, default as TOML writes it or "(words)", meaning).
+# `sessionha up --help` and docs/reference.md are printed from this table: they cannot drift.
+MEMBER_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("listen", "(required)", "host:port the member listens on (every role)"),
+    ("host", "(none)", 'the machine the member stands for, e.g. "host1" (every role)'),
+    ("memory", str(DEFAULT_MEMORY_MB), "memcached: MB of memory for items (memcached -m)"),
+    (
+        "item_size_limit",
+        f'"{DEFAULT_ITEM_SIZE_LIMIT}"',
+        'memcached: the largest item, like "1m" or "512k" (memcached -I)',
+    ),
+)
+MEMCACHED_KEYS = frozenset(key for key, _, _ in MEMBER_KEYS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SIZE = re.compile(r"^[1-9][0-9]*[kKmM]?$")
 
@@ -51,11 +65,11 @@ class Member:
 
     @property
     def memory_mb(self) -> int:
-        return int(self.settings.get("memory", 64))
+        return int(self.settings.get("memory", DEFAULT_MEMORY_MB))
 
     @property
     def item_size_limit(self) -> str:
-        return str(self.settings.get("item_size_limit", "1m"))
+        return str(self.settings.get("item_size_limit", DEFAULT_ITEM_SIZE_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -108,10 +122,10 @@ def _member(role: Role, name: str, table: Mapping[str, Any], defaults: Mapping[s
                 f"{where}: unknown key {unknown[0]!r} (memcached members take "
                 f"{', '.join(sorted(MEMCACHED_KEYS))})"
             )
-        memory = merged.get("memory", 64)
+        memory = merged.get("memory", DEFAULT_MEMORY_MB)
         if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
             raise TopologyError(f"{where}: memory must be a positive number of MB, got {memory!r}")
-        limit = merged.get("item_size_limit", "1m")
+        limit = merged.get("item_size_limit", DEFAULT_ITEM_SIZE_LIMIT)
         if isinstance(limit, bool) or not _SIZE.match(str(limit)):
             raise TopologyError(
                 f'{where}: item_size_limit must look like "1m" or "512k", got {limit!r}'

@@ -7,9 +7,10 @@ The status dashboard is `<status_prefix>/status`, its data
 `<status_prefix>/status.json`, Prometheus text `<status_prefix>/metrics`.
 """
 
+from proxy.checker import check_upstream
 from proxy.errors import BadRequestError, ProxyError, SettingsError
 from proxy.server import ProxyServer
-from proxy.settings import ProxySettings, UpstreamSpec
+from proxy.settings import ProxySettings, UpstreamSpec, settings_from_toml
 
 __all__ = (
     "BadRequestError",
@@ -18,4 +19,6 @@ __all__ = (
     "ProxySettings",
     "SettingsError",
     "UpstreamSpec",
+    "check_upstream",
+    "settings_from_toml",
 )

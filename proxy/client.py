@@ -20,6 +20,7 @@ from proxy.exchange import Exchange
 from proxy.lean import take_request
 from proxy.message import error_response, prepare_request
 from proxy.relay import Relay
+from proxy.settings import inside
 from proxy.wire import (
     BODY_OR_UPGRADE,
     CHUNK_END,
@@ -50,6 +51,7 @@ class ClientConnection(Relay):
         self.client_ip = b""
         # host:port the client reached: the Host of an HTTP/1.0 request that has none.
         self.server_host = b""
+        self.real_ip_header: bytes | None = None
         self.forwarded_tail = b""
         self.target_parts: list[bytes] = []
         self.target_size = 0
@@ -66,6 +68,12 @@ class ClientConnection(Relay):
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         peer = transport.get_extra_info("peername")
         ip = self.client_ip = (peer[0] if peer else "unknown").encode()
+        forwarder = self.forwarder
+        trusted = forwarder.settings.set_real_ip_from
+        # Set only for a peer that may name the client (nginx's set_real_ip_from).
+        self.real_ip_header = (
+            forwarder.real_ip_header if trusted and inside(ip.decode(), trusted) else None
+        )
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple):
             host = f"[{local[0]}]" if ":" in local[0] else local[0]
@@ -239,6 +247,7 @@ class ClientConnection(Relay):
                 client_ip=self.client_ip,
                 max_body_size=settings.client_max_body_size,
                 default_host=self.server_host,
+                real_ip_header=self.real_ip_header,
             )
             ex.prepared = prepared
             ex.head = prepared.head
@@ -287,6 +296,7 @@ class ClientConnection(Relay):
             upgrade=False,
             client_ip=self.client_ip,
             max_body_size=settings.client_max_body_size,
+            real_ip_header=self.real_ip_header,
         )
         ex.prepared = prepared
         ex.head = prepared.head

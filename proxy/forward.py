@@ -39,6 +39,7 @@ class Forwarder:
         self.cookie_name = self.settings.session_cookie_name
         # A request without these bytes carries no session cookie.
         self.cookie_marker = self.cookie_name.encode("latin-1")
+        self.real_ip_header = self.settings.real_ip_header.lower().encode()
         self.tries_limit = self.settings.tries_limit
         self.read_timeout = self.settings.proxy_read_timeout
         self.keepalive_timeout = self.settings.keepalive_timeout

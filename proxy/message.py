@@ -3,8 +3,10 @@
 What reaches the upstream: the request line as received (always HTTP/1.1),
 Host passed through, hop-by-hop headers removed (Connection and the headers it
 names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*),
-X-Forwarded-For appended, X-Forwarded-Proto, X-Forwarded-Host and X-Real-IP
-set. Framing (Content-Length or chunked) is re-added by the proxy itself.
+X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and X-Real-IP set by the
+proxy: from a peer in `set_real_ip_from` the client's claims are kept (the chain
+appended to), from anyone else replaced. Framing (Content-Length or chunked) is
+re-added by the proxy itself.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ Header = tuple[bytes, bytes]
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
-# Set by the proxy, so a client's own values are dropped.
-_REPLACED = frozenset({b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host"})
 IDEMPOTENT_METHODS = frozenset(
     {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE", b"PROPFIND"}
 )
@@ -110,6 +110,7 @@ def prepare_request(
     client_ip: bytes,
     max_body_size: int,
     default_host: bytes = b"",
+    real_ip_header: bytes | None = None,
 ) -> PreparedRequest:
     """Check a parsed request and build the head for the upstream, or raise BadRequestError.
 
@@ -118,6 +119,7 @@ def prepare_request(
     Transfer-Encoding with Content-Length, obs-fold) was checked by llhttp already.
     `default_host` is the Host sent for an HTTP/1.0 request that has none (nginx's
     $host falls back to the server's own name), as HTTP/1.1 requires one.
+    `real_ip_header` (lower case) is set when the peer is trusted to name the client.
     """
     if method in _REFUSED_METHODS:
         raise BadRequestError(405, f"method {method.decode()} not allowed")
@@ -128,7 +130,7 @@ def prepare_request(
     content_length: int | None = None
     chunked = False
     connection_values: list[bytes] = []
-    forwarded_for: list[bytes] = []
+    forwarded: dict[bytes, bytes] = {}
     upgrade_value: bytes | None = None
     cookies: list[str] = []
     expect_continue = False
@@ -162,8 +164,9 @@ def prepare_request(
                     chunked = True
                 elif low == b"connection":
                     connection_values.append(value)
-                elif low == b"x-forwarded-for":
-                    forwarded_for.append(value)
+                elif low in _FORWARDING:
+                    seen = forwarded.get(low)
+                    forwarded[low] = value if seen is None else seen + b", " + value
                 elif low == b"upgrade":
                     upgrade_value = value
                 continue
@@ -192,13 +195,15 @@ def prepare_request(
         dropped = tokens - _PLAIN_TOKENS - _PROTECTED
         if dropped:
             lines = _drop_named(lines, dropped)
-    if host is not None:
-        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
-    if forwarded_for:
-        lines += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b", ", client_ip, b"\r\n")
+    if real_ip_header is None:
+        lines += (b"X-Forwarded-Host: ", host, b"\r\nX-Forwarded-For: ", client_ip)
+        lines += (b"\r\nX-Forwarded-Proto: http\r\nX-Real-IP: ", client_ip, b"\r\n")
     else:
-        lines += (b"X-Forwarded-For: ", client_ip, b"\r\n")
-    lines += (b"X-Forwarded-Proto: http\r\nX-Real-IP: ", client_ip, b"\r\n")
+        if real_ip_header not in _FORWARDING:
+            for name, value in headers:
+                if name.lower() == real_ip_header:
+                    forwarded[real_ip_header] = value
+        lines += trusted_forwarding(host, client_ip, forwarded, real_ip_header)
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if tunnel and upgrade_value is not None:
@@ -217,6 +222,41 @@ def prepare_request(
     return prepared
 
 
+_FORWARDING = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"}
+)
+
+
+def trusted_forwarding(
+    host: bytes, peer: bytes, claimed: dict[bytes, bytes], real_ip_header: bytes
+) -> tuple[bytes, ...]:
+    """The X-Forwarded-* lines for a request from a trusted proxy: its word on the
+    client (`real_ip_header`, the last address of a list), scheme and host is kept when
+    well formed; the chain gets the peer appended."""
+    named = claimed.get(real_ip_header, b"").rpartition(b",")[2].strip()
+    client = named if _IP.fullmatch(named) else peer
+    chain = claimed.get(b"x-forwarded-for")
+    proto = claimed.get(b"x-forwarded-proto", b"").rpartition(b",")[2].strip().lower()
+    if proto not in (b"http", b"https"):
+        proto = b"http"
+    forwarded_host = claimed.get(b"x-forwarded-host", b"").rpartition(b",")[2].strip()
+    if _HOST.fullmatch(forwarded_host) is None:
+        forwarded_host = host
+    return (
+        b"X-Forwarded-Host: ",
+        forwarded_host,
+        b"\r\nX-Forwarded-For: ",
+        chain + b", " + peer if chain else peer,
+        b"\r\nX-Forwarded-Proto: ",
+        proto,
+        b"\r\nX-Real-IP: ",
+        client,
+        b"\r\n",
+    )
+
+
+# An IPv4 or IPv6 address as X-Forwarded-For lists them.
+_IP = re.compile(rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 # A Host value: a registered name or an IPv4 or bracketed IPv6 address, and a port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]++|\[[0-9A-Fa-f:.]++\])(?::[0-9]{1,5})?")
 

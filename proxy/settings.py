@@ -22,6 +22,7 @@ Zero switches a feature off: `max_fails = 0` (no passive checks),
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Literal
 from proxy.errors import SettingsError
 
 Policy = Literal["sticky", "round_robin"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A DNS name: dot-separated labels of letters, digits, hyphens and underscores (SRV-style
@@ -96,6 +98,9 @@ class ProxySettings:
     fall: int = 3
     rise: int = 2
     status_prefix: str = "/_proxy"
+    # nginx's realip module: peers that may say who the client is (and its scheme).
+    set_real_ip_from: tuple[IPNetwork, ...] = ()
+    real_ip_header: str = "X-Forwarded-For"
 
     @property
     def tries_limit(self) -> int:
@@ -167,6 +172,29 @@ def parse_dns_target(value: str) -> DnsTarget:
     if not port_text.isdigit() or not 1 <= int(port_text) < 65536:
         raise SettingsError(key, value, f"port {port_text!r} is not a number in 1..65535")
     return DnsTarget(name=name, port=int(port_text))
+
+
+def parse_networks(key: str, value: object) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or addresses (`10.0.0.0/8, ::1`); empty means none."""
+    networks = []
+    for entry in str(value).split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise SettingsError(key, value, f"{entry!r} is not an address or CIDR") from None
+    return tuple(networks)
+
+
+def inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether `address` (a peer's IP text) lies in one of `networks`."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def parse_size(key: str, value: object) -> int:
@@ -242,6 +270,8 @@ KNOWN_KEYS = frozenset(
         "client_max_body_size",
         "health_path",
         "status_prefix",
+        "set_real_ip_from",
+        "real_ip_header",
         *_SECONDS_KEYS,
         *_COUNT_KEYS,
     }
@@ -281,6 +311,13 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
             values[key] = text
         elif key == "client_max_body_size":
             values[key] = parse_size(key, value)
+        elif key == "set_real_ip_from":
+            values[key] = parse_networks(key, value)
+        elif key == "real_ip_header":
+            text = str(value).strip()
+            if not _NAME.match(text):
+                raise SettingsError(key, value, "expected a header name")
+            values[key] = text
         elif key in ("health_path", "status_prefix"):
             path = _parse_path(key, value)
             values[key] = path.rstrip("/") if key == "status_prefix" else path

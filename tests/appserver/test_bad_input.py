@@ -104,7 +104,7 @@ async def test_invalid_utf8_in_a_multipart_form_is_400(app_client: AppClient) ->
         "/test", data=body, headers={"Content-Type": "multipart/form-data; boundary=b0undary"}
     )
     assert response.status == 400
-    assert "not valid multipart/form-data in UTF-8" in await response.text()
+    assert "form field 'dataName' is not valid UTF-8" in await response.text()
     broken = await client.post(
         "/test", data=b"--nope", headers={"Content-Type": "multipart/form-data; boundary=x"}
     )

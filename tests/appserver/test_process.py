@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -19,58 +15,9 @@ import pytest
 from tests.support.memcached import MemcachedProcess
 from tests.support.ports import free_port, wait_for_port
 
-REPO = Path(__file__).parents[2]
+from .processes import AppServerProcess, run_appserver
+
 JSON = {"Accept": "application/json"}
-
-
-@dataclass
-class AppServerProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def terminate_and_wait(self, timeout: float) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-
-def run_appserver(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
-    base = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "appserver", *args],
-            cwd=REPO,
-            env=base | env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
-@pytest.fixture
-def appserver_process(tmp_path: Path) -> Iterator[Callable[..., AppServerProcess]]:
-    """Starts `python -m appserver` from environment settings; kills what is left at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(route: str, *memcached: MemcachedProcess, **env: str) -> AppServerProcess:
-        port = free_port()
-        nodes = ",".join(f"n{i}:{m.address}" for i, m in enumerate(memcached, start=1))
-        log = tmp_path / f"{route}-{port}.log"
-        process = run_appserver(
-            {"LISTEN": f"127.0.0.1:{port}", "JVM_ROUTE": route, "MEMCACHED_NODES": nodes} | env,
-            log=log,
-        )
-        started.append(process)
-        wait_for_port("127.0.0.1", port)
-        return AppServerProcess(process, port, log)
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def run_to_exit(env: dict[str, str], *args: str, tmp_path: Path) -> tuple[int, str]:

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_repository_topology_is_the_classic_two_host_cluster() -> None:
     topology = load_topology(REPO / "cluster.toml")
     assert [(m.name, m.role, str(m.listen), m.host) for m in topology.members] == [
-        ("n1", "memcached", "127.0.0.1:11211", "host1"),
-        ("n2", "memcached", "127.0.0.1:11212", "host2"),
+        ("n1", "memcached", "127.0.0.1:21211", "host1"),
+        ("n2", "memcached", "127.0.0.1:21212", "host2"),
         ("app1", "appserver", "127.0.0.1:8081", "host1"),
         ("app2", "appserver", "127.0.0.1:8082", "host2"),
         ("proxy", "proxy", "127.0.0.1:8080", None),
@@ -55,7 +55,7 @@ def test_member_keys_override_role_defaults() -> None:
         ("[memcached.n1]\nhost='h'", "[memcached.n1]: missing key 'listen'"),
         ("[memcached.n1]\nlisten='127.0.0.1'", "listen must be host:port"),
         ("[memcached.n1]\nlisten='127.0.0.1:70000'", "listen must be host:port"),
-        ("[memcached.n1]\nlisten=11211", "listen must be a string"),
+        ("[memcached.n1]\nlisten=21211", "listen must be a string"),
         ("[memcached.n1]\nlisten='127.0.0.1:1'\nthreads=4", "unknown key 'threads'"),
         ("[memcached.n1]\nlisten='127.0.0.1:1'\nmemory=0", "memory must be a positive"),
         ("[memcached.n1]\nlisten='127.0.0.1:1'\nitem_size_limit='big'", "item_size_limit"),
@@ -112,7 +112,7 @@ def test_commands_run_python_members_from_the_same_file_and_memcached_unprivileg
     n2 = member_command(
         topology.member("n2"), config=config, python="/py", memcached="/mc", running_as_root=True
     )
-    assert n2.argv == ("/mc", "-l", "127.0.0.1", "-p", "11212", "-U", "0", "-m", "64", "-I", "1m")
+    assert n2.argv == ("/mc", "-l", "127.0.0.1", "-p", "21212", "-U", "0", "-m", "64", "-I", "1m")
     # Not `-u nobody`: memcached's own setuid would clear the parent-death signal.
     assert n2.user == "nobody"
     as_user = member_command(
@@ -123,12 +123,12 @@ def test_commands_run_python_members_from_the_same_file_and_memcached_unprivileg
 
 def test_status_table_and_json_round_trip() -> None:
     members = [
-        MemberStatus("n1", "memcached", "127.0.0.1:11211", 41, "running"),
+        MemberStatus("n1", "memcached", "127.0.0.1:21211", 41, "running"),
         MemberStatus("app1", "appserver", "127.0.0.1:8081", None, "killed"),
     ]
     assert format_table(members).splitlines() == [
         "NAME  ROLE       ADDRESS          PID  STATE",
-        "n1    memcached  127.0.0.1:11211  41   running",
+        "n1    memcached  127.0.0.1:21211  41   running",
         "app1  appserver  127.0.0.1:8081   -    killed",
     ]
     assert [MemberStatus.from_json(m.to_json()) for m in members] == members

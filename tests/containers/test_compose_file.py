@@ -134,3 +134,30 @@ def test_docker_compose_accepts_the_file() -> None:
     done = run([*compose_command(), "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
                timeout=60, env={**os.environ, "PROXY_PORT": "18080"})
     assert done.returncode == 0
+
+
+def megabytes(size: str) -> int:
+    """A compose byte size ("96m") in MiB."""
+    match = re.fullmatch(r"(\d+)([kmg])", size)
+    assert match, f"not a size: {size!r}"
+    return int(match[1]) * 1024 ** "kmg".index(match[2]) // 1024
+
+
+def test_every_service_is_hardened(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service["read_only"] is True, f"{name}: read-only root file system"
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        # Service-level limits: docker-compose v1 ignores deploy.resources without
+        # --compatibility, and both v1 and v2 apply these.
+        assert "deploy" not in service, name
+        assert megabytes(service["mem_limit"]) > 0 and float(service["cpus"]) > 0, name
+        assert int(service["pids_limit"]) > 0, name
+        if name not in MEMCACHED:  # Python's tempfile needs one writable directory
+            assert [t.split(":")[0] for t in service["tmpfs"]] == ["/tmp"], name
+    for name in MEMCACHED:
+        command = compose["services"][name]["command"]
+        item_memory = int(command[command.index("-m") + 1])
+        assert megabytes(compose["services"][name]["mem_limit"]) > item_memory, (
+            "the limit leaves room for the hash table and connection buffers"
+        )

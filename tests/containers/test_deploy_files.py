@@ -1,12 +1,18 @@
 """deploy/swarm/stack.yml and deploy/k8s/*.yaml read with the project's own configuration
 loaders, without an orchestrator: every environment parses, the DNS names the servers
-discover each other by are the services' names, ports and probe paths line up."""
+discover each other by are the services' names, ports and probe paths line up. Every
+Kubernetes object passes the Kubernetes JSON schemas (offline, kubernetes-validate), every
+pod the "restricted" Pod Security Standard, and the NetworkPolicy lets only the app servers
+reach memcached; the stack is hardened and spreads memcached one task per node."""
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -15,12 +21,19 @@ from proxy.settings import KNOWN_KEYS as PROXY_KEYS
 from proxy.settings import ProxySettings, settings_from_environ
 
 from .engine import REPO
+from .network_policy import Pod, allowed, pod_of, selects
+from .pod_security import restricted_violations
 
 K8S = REPO / "deploy" / "k8s"
 STACK = REPO / "deploy" / "swarm" / "stack.yml"
 # What the orchestrators put where the files hold a template or a reference.
 SAMPLE_POD_NAME = "app-7c9d8f6b5d-x2x7k"
 SAMPLE_TASK_ID = "n0v1xq8mzwc3vbh2ut5r9e6ka"
+# The oldest Kubernetes the manifests are written for (every field they use is on by
+# default there) and the newest whose schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
+# The official memcached image's user: `memcache`, uid and gid 11211 (its Dockerfile).
+MEMCACHED_UID = 11211
 
 
 def parse_app(env: dict[str, str]) -> AppServerSettings:
@@ -152,6 +165,109 @@ def test_the_proxy_parses_and_finds_the_app_servers_through_the_headless_service
         assert named_port(container, check["port"]) == settings.listen_port
 
 
+def workloads(k8s: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    return {name: obj for (kind, name), obj in k8s.items() if kind in ("Deployment", "StatefulSet")}
+
+
+def image_user() -> tuple[int, int]:
+    """The numeric uid:gid of the sessionha image's USER, read from the Dockerfile."""
+    (user,) = re.findall(r"^USER\s+(\d+):(\d+)\s*$", (REPO / "Dockerfile").read_text(), re.M)
+    return int(user[0]), int(user[1])
+
+
+def test_every_object_passes_the_kubernetes_schemas(k8s: dict[tuple[str, str], Any]) -> None:
+    errors = []
+    for (kind, name), obj in k8s.items():
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(step) for step in exc.path)
+                errors.append(f"{kind}/{name} against {version}: {path}: {exc.message}")
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                errors.append(exc.message)
+    assert not errors, "\n".join(errors)
+    # Strict: a misspelt field is an error, not a field silently dropped by the API server.
+    typo = copy.deepcopy(k8s[("Deployment", "app")])
+    typo["spec"]["template"]["spec"]["securityContext"]["runAsNonroot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError, match="runAsNonroot"):
+        kubernetes_validate.validate(typo, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_every_pod_passes_the_restricted_pod_security_standard(
+    k8s: dict[tuple[str, str], Any],
+) -> None:
+    found = {name: restricted_violations(workload["spec"]["template"])
+             for name, workload in workloads(k8s).items()}
+    assert found == {name: [] for name in found}
+
+
+def test_root_file_systems_are_read_only_and_only_scratch_volumes_are_writable(
+    k8s: dict[tuple[str, str], Any],
+) -> None:
+    for name, workload in workloads(k8s).items():
+        spec = workload["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is False, f"{name}: no API token needed"
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in spec["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            for mount in container.get("volumeMounts", []):
+                assert set(volumes[mount["name"]]) == {"name", "emptyDir"}, mount
+                assert "sizeLimit" in volumes[mount["name"]]["emptyDir"], "bounded scratch space"
+        if name != "memcached":  # Python's tempfile needs one writable directory
+            mounts = {m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, name
+
+
+def test_pods_run_as_the_numeric_users_of_their_images(k8s: dict[tuple[str, str], Any]) -> None:
+    users = {"app": image_user(), "proxy": image_user(), "memcached": (MEMCACHED_UID,) * 2}
+    for name, workload in workloads(k8s).items():
+        context = workload["spec"]["template"]["spec"]["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"]) == users[name], name
+        # The kubelet refuses runAsNonRoot with a named USER unless a uid is given.
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            assert "runAsUser" not in container.get("securityContext", {}), "one place: the pod"
+
+
+def test_memcached_replicas_spread_one_per_node(k8s: dict[tuple[str, str], Any]) -> None:
+    pods = {name: pod_of(w) for name, w in workloads(k8s).items()}
+    template = k8s[("StatefulSet", "memcached")]["spec"]["template"]
+    spread = [c for c in template["spec"]["topologySpreadConstraints"]
+              if c["topologyKey"] == "kubernetes.io/hostname"]
+    assert len(spread) == 1, spread
+    (constraint,) = spread
+    assert constraint["maxSkew"] == 1
+    assert constraint["whenUnsatisfiable"] == "DoNotSchedule", "a hard rule, not a preference"
+    counted = {name for name, pod in pods.items()
+               if selects(constraint["labelSelector"], pod.labels)}
+    assert counted == {"memcached"}, "only memcached pods count against each other"
+
+
+def test_only_the_app_servers_reach_memcached(k8s: dict[tuple[str, str], Any]) -> None:
+    policies = [obj for (kind, _), obj in k8s.items() if kind == "NetworkPolicy"]
+    pods = {name: pod_of(w) for name, w in workloads(k8s).items()}
+    app, proxy, memcached = pods["app"], pods["proxy"], pods["memcached"]
+    name, port = memcached_dns(parse_app(container_env(pod_container(k8s[("Deployment", "app")]))))
+    assert pods[name] == memcached and port == memcached.ports["memcache"]
+    assert allowed(policies, app, memcached, port), "the app servers' backups and /health"
+    assert not allowed(policies, app, memcached, port, protocol="UDP")
+    assert not allowed(policies, app, memcached, port + 1), "memcached's port, nothing else"
+    assert not allowed(policies, proxy, memcached, port)
+    assert not allowed(policies, memcached, memcached, port)
+    stranger = Pod("debug", {"app.kubernetes.io/name": "debug"}, {})
+    assert not allowed(policies, stranger, memcached, port)
+    app_port = app.ports["http"]
+    assert not allowed(policies, memcached, app, app_port), "memcached opens no connection"
+    # Everything else is untouched: the proxy forwards to and health-checks the app
+    # servers, and they and the proxy resolve names through the cluster DNS.
+    assert allowed(policies, proxy, app, app_port)
+    assert allowed(policies, stranger, proxy, pods["proxy"].ports["http"])
+    dns = Pod("kube-dns", {"k8s-app": "kube-dns"}, {"dns": 53})
+    for client in (app, proxy):
+        assert allowed(policies, client, dns, 53, protocol="UDP")
+        assert allowed(policies, client, dns, 53, protocol="TCP")
+
+
 # --- Docker Swarm ----------------------------------------------------------------------
 
 
@@ -180,3 +296,29 @@ def test_the_stack_discovers_tasks_through_dns(stack: dict[str, Any]) -> None:
     (published,) = services["proxy"]["ports"]
     assert published["mode"] == "host" and published["target"] == proxy.listen_port
     assert services["app"]["deploy"]["update_config"]["parallelism"] == 1
+
+
+def limit_bytes(value: str) -> int:
+    """A stack file's byte size ("96M") as bytes."""
+    match = re.fullmatch(r"(\d+)([KMG]?)", value)
+    assert match, f"not a size: {value!r}"
+    return int(match[1]) * 1024 ** " KMG".index(match[2] or " ")
+
+
+def test_the_stack_is_hardened(stack: dict[str, Any]) -> None:
+    for name, service in stack["services"].items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "security_opt" not in service, "docker stack deploy ignores it: do not pretend"
+        limits = service["deploy"]["resources"]["limits"]
+        assert set(limits) == {"cpus", "memory", "pids"}, name
+        reserved = service["deploy"]["resources"]["reservations"]
+        assert limit_bytes(reserved["memory"]) <= limit_bytes(limits["memory"]), name
+        if name != "memcached":
+            (tmp,) = service["volumes"]
+            assert tmp["type"] == "tmpfs" and tmp["target"] == "/tmp", name
+    memcached = stack["services"]["memcached"]
+    item_memory = int(memcached["command"][memcached["command"].index("-m") + 1])
+    assert limit_bytes(memcached["deploy"]["resources"]["limits"]["memory"]) > item_memory * 2**20
+    placement = memcached["deploy"]["placement"]
+    assert placement["max_replicas_per_node"] == "${MEMCACHED_MAX_REPLICAS_PER_NODE:-1}"

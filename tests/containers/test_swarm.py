@@ -51,6 +51,8 @@ def stack(swarm: None, app_image: str, memcached_image: str) -> Iterator[Stack]:
             "PROXY_PORT": str(free_port()),
             "APP_REPLICAS": str(APP_REPLICAS),
             "MEMCACHED_REPLICAS": str(MEMCACHED_REPLICAS),
+            # One node plays every host here (the stack's default is one task per node).
+            "MEMCACHED_MAX_REPLICAS_PER_NODE": str(MEMCACHED_REPLICAS),
         }),
     )
     try:

@@ -189,3 +189,16 @@ def test_a_launcher_whose_terminal_went_away_still_stops_on_sigterm(
     cluster.process.send_signal(signal.SIGTERM)
     assert cluster.process.wait(timeout=20) == 0
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_a_proxy_with_its_own_status_prefix_is_found_healthy_there(
+    cluster_factory: ClusterFactory,
+) -> None:
+    cluster = cluster_factory(started=False)
+    cluster.toml = cluster.toml.replace(
+        'policy = "sticky"', 'policy = "sticky"\nstatus_prefix = "/ops/lb"'
+    )
+    cluster.start()  # healthy only if the launcher asked /ops/lb/status.json
+    log = cluster.log_tail(200)
+    assert f"(proxy status: http://{cluster.address('proxy')}/ops/lb/status)" in log
+    assert "/_proxy" not in log

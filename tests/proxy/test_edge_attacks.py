@@ -292,3 +292,39 @@ async def test_ambiguous_framing_and_hosts_are_refused(request_bytes: bytes, sta
         await upstream.stop()
     assert response.status == status
     assert len(upstream.heads) == (1 if status == 200 else 0)
+
+
+SPOOFED = (
+    b"GET /who HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-For: 203.0.113.9\r\n"
+    b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nX-Real-IP: 203.0.113.9\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        (
+            "",
+            b"X-Forwarded-Host: shop.test\r\nX-Forwarded-For: 127.0.0.1\r\n"
+            b"X-Forwarded-Proto: http\r\nX-Real-IP: 127.0.0.1\r\n\r\n",
+        ),
+        (
+            "10.0.0.0/8, 127.0.0.0/8",
+            b"X-Forwarded-Host: evil.test\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"
+            b"X-Forwarded-Proto: https\r\nX-Real-IP: 203.0.113.9\r\n\r\n",
+        ),
+    ],
+    ids=["untrusted peer", "peer in set_real_ip_from"],
+)
+async def test_only_trusted_peers_name_the_client(trusted: str, expected: bytes) -> None:
+    upstream = await RawUpstream("ok").start()
+    try:
+        conf = settings({"app1": upstream.port}, set_real_ip_from=trusted)
+        async with running_proxy(conf) as proxy:
+            response = await exchange(proxy.port, SPOOFED)
+    finally:
+        await upstream.stop()
+    assert response.status == 200
+    head = upstream.heads[0]
+    assert head.endswith(expected), head
+    assert head.count(b"X-Forwarded-For") == 1 and head.count(b"X-Real-IP") == 1

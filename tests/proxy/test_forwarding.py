@@ -39,7 +39,8 @@ async def test_byte_exact_request_reaches_upstream() -> None:
         b"Host: shop.test:8080\r\n"
         b"Accept-Encoding: gzip\r\n"
         b"X-Forwarded-Host: shop.test:8080\r\n"
-        b"X-Forwarded-For: 192.0.2.1, 127.0.0.1\r\n"
+        # Not a set_real_ip_from peer: its X-Forwarded-For is replaced, not appended to.
+        b"X-Forwarded-For: 127.0.0.1\r\n"
         b"X-Forwarded-Proto: http\r\n"
         b"X-Real-IP: 127.0.0.1\r\n\r\n"
     ]

@@ -40,13 +40,47 @@ def test_request_head_for_the_upstream() -> None:
         b"Cookie: JSESSIONID=abc.app1\r\n"
         b"Accept-Encoding: gzip\r\n"
         b"X-Forwarded-Host: shop.test\r\n"
-        b"X-Forwarded-For: 1.2.3.4, 10.0.0.9\r\n"
+        # An untrusted peer's X-Forwarded-For and X-Real-IP are replaced, not appended to.
+        b"X-Forwarded-For: 10.0.0.9\r\n"
         b"X-Forwarded-Proto: http\r\n"
         b"X-Real-IP: 10.0.0.9\r\n"
         b"\r\n"
     )
     assert prepared.cookies == ["JSESSIONID=abc.app1"]
     assert prepared.idempotent
+
+
+def test_a_trusted_peer_names_the_client_scheme_and_host() -> None:
+    claims = [
+        (b"Host", b"shop.test"),
+        (b"X-Forwarded-For", b"198.51.100.7, 1.2.3.4"),
+        (b"X-Forwarded-Proto", b"https"),
+        (b"X-Forwarded-Host", b"www.shop.test"),
+        (b"X-Real-IP", b"6.6.6.6"),
+    ]
+    prepared = prepare(claims, real_ip_header=b"x-forwarded-for")
+    assert prepared.head.endswith(
+        b"X-Forwarded-Host: www.shop.test\r\n"
+        b"X-Forwarded-For: 198.51.100.7, 1.2.3.4, 10.0.0.9\r\n"
+        b"X-Forwarded-Proto: https\r\n"
+        b"X-Real-IP: 1.2.3.4\r\n\r\n"
+    )
+    by_real_ip = prepare(claims, real_ip_header=b"x-real-ip")
+    assert b"X-Real-IP: 6.6.6.6\r\n" in by_real_ip.head
+    custom = prepare(
+        [*claims, (b"CF-Connecting-IP", b"2001:db8::1")], real_ip_header=b"cf-connecting-ip"
+    )
+    assert b"X-Real-IP: 2001:db8::1\r\n" in custom.head
+    # Garbage claims fall back to what the proxy knows.
+    garbage = prepare(
+        [(b"Host", b"h"), (b"X-Forwarded-For", b"<script>"), (b"X-Forwarded-Proto", b"gopher"),
+         (b"X-Forwarded-Host", b"a/b")],
+        real_ip_header=b"x-forwarded-for",
+    )
+    assert garbage.head.endswith(
+        b"X-Forwarded-Host: h\r\nX-Forwarded-For: <script>, 10.0.0.9\r\n"
+        b"X-Forwarded-Proto: http\r\nX-Real-IP: 10.0.0.9\r\n\r\n"
+    )
 
 
 def test_chunked_body_is_reframed_and_post_is_not_idempotent() -> None:

@@ -108,3 +108,24 @@ def test_bad_setting_exits_2_with_one_line() -> None:
     assert result.stderr.strip().splitlines() == [
         "proxy: bad proxy setting policy='bogus': expected sticky or round_robin"
     ]
+
+
+def test_set_real_ip_from_takes_cidrs_and_addresses() -> None:
+    settings = settings_from_mapping(
+        {
+            "upstreams": "app1=127.0.0.1:8081",
+            "set_real_ip_from": "10.0.0.0/8, 192.0.2.7,fd00::/8",
+            "real_ip_header": "X-Real-IP",
+        }
+    )
+    assert [str(network) for network in settings.set_real_ip_from] == [
+        "10.0.0.0/8",
+        "192.0.2.7/32",
+        "fd00::/8",
+    ]
+    assert settings.real_ip_header == "X-Real-IP"
+    assert settings_from_mapping({"upstreams": "a=127.0.0.1:1"}).set_real_ip_from == ()
+    for bad in ("10.0.0.0/33", "example.test", "10.0.0.1-10.0.0.9"):
+        with pytest.raises(SettingsError) as error:
+            settings_from_mapping({"upstreams": "a=127.0.0.1:1", "set_real_ip_from": bad})
+        assert error.value.key == "set_real_ip_from"
