@@ -13,7 +13,7 @@ from .pages import DemoPage
 from .settings import AppServerSettings
 from .static import asset_url, load_assets, static_handler
 from .traffic import RequestTracker
-from .views import JSESSIONID_PARAMETER, SessionPages
+from .views import SessionPages, session_parameter_route
 
 SETTINGS_KEY = web.AppKey("appserver_settings", AppServerSettings)
 REQUESTS_KEY = web.AppKey("appserver_requests", RequestTracker)
@@ -50,17 +50,18 @@ def create_app(settings: AppServerSettings) -> web.Application:
     )
 
     router = app.router
+    id_parameter = session_parameter_route(settings.session.session_cookie_name)
     for path in ("/test", "/test.jsp"):
         # The plain path first: an exact match is the cheapest lookup for the common case.
-        for route in (path, path + JSESSIONID_PARAMETER):
+        for route in (path, path + id_parameter):
             router.add_get(route, pages.test)
             router.add_post(route, pages.test)
     router.add_post("/logout", pages.logout)
-    router.add_post("/logout" + JSESSIONID_PARAMETER, pages.logout)
+    router.add_post("/logout" + id_parameter, pages.logout)
     router.add_get("/", _to_test_page)
     serve_static = static_handler(assets)
     router.add_get("/static/{name:[^/;]+}", serve_static)
-    router.add_get("/static/{name:[^/;]+}" + JSESSIONID_PARAMETER, serve_static)
+    router.add_get("/static/{name:[^/;]+}" + id_parameter, serve_static)
     router.add_get(r"/{name:favicon\.ico}", static_handler({"favicon.ico": assets["logo.png"]}))
     router.add_get("/health", health_handler(settings))
     router.add_get("/metrics", metrics_handler(registry))

@@ -1,7 +1,10 @@
 """GET /health: this server's route, its memcached nodes and how many sessions it holds.
 
 Always 200 while the process can answer: with every memcached node dead, sticky sessions
-still work from memory, so the status says "degraded" instead of failing the check.
+still work from memory, so the status says "degraded" instead of failing the check. Each node
+also shows its memcached `evictions` count as last read (null before the first read) and
+`"evicting": true` while that count has grown lately: memcached is out of memory and throwing
+items away, session backups among them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def health_handler(settings: AppServerSettings) -> Handler:
             "address": local_address(request, settings.listen),
             "sticky": settings.session.sticky,
             "sessions_in_memory": manager.local_session_count,
+            "max_active_sessions": settings.session.max_active_sessions,
             "nodes": [
                 {
                     "id": node.id,
@@ -35,8 +39,11 @@ def health_handler(settings: AppServerSettings) -> Handler:
                     "port": node.port,
                     "alive": node.alive,
                     "failover": node.failover,
+                    "evictions": evictions.evictions,
+                    "evicting": evictions.evicting,
                 }
                 for node in nodes
+                for evictions in (manager.node_evictions(node.id),)
             ],
         }
         return web.Response(text=json.dumps(body), content_type="application/json")

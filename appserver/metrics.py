@@ -20,7 +20,7 @@ from .traffic import RequestTracker
 # backup_latency_p99 -> ("backup_latency", "0.99")
 _QUANTILE = re.compile(r"(.+)_p(\d+)")
 # Snapshot entries that are levels, not running totals.
-_GAUGE_SUFFIXES = ("_in_memory", "_active", "_pending", "_alive")
+_GAUGE_SUFFIXES = ("_in_memory", "_active", "_pending", "_alive", "_evicting")
 
 
 class AppServerCollector(Collector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import ipaddress
 import logging
+import re
 from functools import lru_cache
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
@@ -19,7 +20,7 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
-from sessionstore import Session, encode_url, get_session
+from sessionstore import Session, encode_url, get_session, url_parameter
 
 from .errors import (
     BadFormError,
@@ -43,8 +44,11 @@ from .forms import (
 from .pages import DemoPage, SessionView
 from .settings import AppServerSettings
 
-# A `;jsessionid=ID` path parameter after a route (cookies disabled); sessionstore reads it.
-JSESSIONID_PARAMETER = r"{jsid:;jsessionid=[^/?]*}"
+
+def session_parameter_route(cookie_name: str) -> str:
+    """The route suffix of a `;jsessionid=ID` path parameter (the cookie name in lower case)
+    after a path (cookies disabled); sessionstore reads the id from it."""
+    return "{jsid:" + re.escape(url_parameter(cookie_name)) + "[^/?]*}"
 
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
@@ -273,7 +277,7 @@ class SessionPages:
 
     def _view(self, request: web.Request, session: Session) -> SessionView:
         action_url = encode_url(request, "/test")
-        # encode_url only ever appends ";jsessionid=ID": reuse that suffix for /logout
+        # encode_url only ever appends ";<cookie name>=ID": reuse that suffix for /logout
         logout_url = "/logout" + action_url[5:]
         return SessionView(
             self._fixed_address or local_address(request, self._fallback_address),

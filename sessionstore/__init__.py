@@ -5,7 +5,15 @@ backed up to memcached nodes after each request; see ARCHITECTURE.md for the id 
 the failure model.
 """
 
-from .errors import SessionStoreError, SessionTooLargeError, SettingsError, UnstorableValueError
+from .errors import (
+    SessionRateLimitError,
+    SessionStoreError,
+    SessionTooLargeError,
+    SettingsError,
+    TooManySessionsError,
+    UnstorableValueError,
+)
+from .ids import url_parameter
 from .manager import SessionManager
 from .middleware import MANAGER_KEY, encode_url, get_session, setup
 from .session import Session
@@ -15,12 +23,15 @@ __all__ = (
     "MANAGER_KEY",
     "Session",
     "SessionManager",
+    "SessionRateLimitError",
     "SessionStoreError",
     "SessionStoreSettings",
     "SessionTooLargeError",
     "SettingsError",
+    "TooManySessionsError",
     "UnstorableValueError",
     "encode_url",
     "get_session",
     "setup",
+    "url_parameter",
 )

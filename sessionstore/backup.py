@@ -165,8 +165,10 @@ class SessionBackup:
             self.stats.backups_failed += 1
             log.warning("expiry refresh of session %s failed: %s", sid.text, exc)
             return False
-        if not touched:  # memcached lost it (restart, eviction): write it again
-            return await self.write(session, stored, with_backup=False)
+        if not touched:  # memcached lost it (restart, eviction): write it again, in full
+            rewritten = await self.write(session, stored, with_backup=False)
+            self.stats.sessions_rewritten += rewritten
+            return rewritten
         session.last_refresh = now
         self.stats.backups_refreshed += 1
         return True

@@ -10,6 +10,10 @@ Why not aiomcache's commands: aiomcache 0.8.2 has two traps.
 Here every operation runs under ``asyncio.timeout(operation_timeout)`` (connect included),
 reads its reply with a reader that raises on EOF, checks that a ``VALUE`` reply names the key
 asked for, and any exit other than a clean, complete reply closes the connection.
+
+A timeout is the node's fault (NodeFailureError: it gets marked dead) unless it fired so late
+that this process's own event loop was stalled for longer than the whole budget (handlers
+hogging the CPU under a flood): then it is LoopStalledError, and the node stays in rotation.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import NoReturn, TypeVar
 
 from aiomcache.pool import Connection, MemcachePool
 
-from .errors import NodeFailureError, ServerReplyError
+from .errors import LoopStalledError, NodeFailureError, ServerReplyError
 
 _T = TypeVar("_T")
 
@@ -31,6 +35,7 @@ _STORAGE_REPLIES = {b"STORED\r\n": True, b"NOT_STORED\r\n": False,
 _DELETE_REPLIES = {b"DELETED\r\n": True, b"NOT_FOUND\r\n": False}
 _TOUCH_REPLIES = {b"TOUCHED\r\n": True, b"NOT_FOUND\r\n": False}
 _MAX_KEY_LENGTH = 250
+_MAX_STATS_LINES = 512  # memcached 1.6 sends about 90; more is not a stats reply
 _DRAIN_ABOVE = 64 * 1024
 
 
@@ -133,6 +138,24 @@ class MemcachedClient:
 
         return await self._run("version", b"version\r\n", read)
 
+    async def stats(self) -> dict[str, str]:
+        """The general-purpose statistics (``stats``): name -> value as memcached sends it.
+        (aiomcache's Client.stats() would hand a timed-out connection back, reply unread.)"""
+        async def read(reader: asyncio.StreamReader) -> dict[str, str]:
+            values: dict[str, str] = {}
+            for _ in range(_MAX_STATS_LINES):
+                line = await _read_line(reader)
+                if line == b"END\r\n":
+                    return values
+                parts = line[:-2].split(b" ", 2)
+                if len(parts) < 2 or parts[0] != b"STAT":
+                    _raise_for(line)
+                value = parts[2] if len(parts) == 3 else b""
+                values[parts[1].decode("ascii", "replace")] = value.decode("ascii", "replace")
+            raise _ProtocolError(f"stats reply longer than {_MAX_STATS_LINES} lines")
+
+        return await self._run("stats", b"stats\r\n", read)
+
     async def _store(self, verb: bytes, key: bytes, value: bytes, exptime: int) -> bool:
         _check_key(key)
         if exptime < 0:
@@ -148,6 +171,8 @@ class MemcachedClient:
             raise NodeFailureError(self.node, operation, "client is closed")
         conn: Connection | None = None
         clean = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with asyncio.timeout(self.operation_timeout):
                 conn = await self._pool.acquire()
@@ -158,6 +183,11 @@ class MemcachedClient:
             clean = True
             return result
         except TimeoutError:
+            late = loop.time() - started - self.operation_timeout
+            if late > self.operation_timeout:
+                raise LoopStalledError(
+                    self.node, operation, f"no reply read within {self.operation_timeout}s, "
+                    f"with this process's event loop {late:.2f}s late") from None
             raise NodeFailureError(self.node, operation,
                                    f"no reply within {self.operation_timeout}s") from None
         except _ErrorReply as exc:

@@ -49,6 +49,12 @@ class NodeFailureError(MemcachedError):
     """Transport failure (refused, reset, EOF, timeout, cancel): the node counts as dead."""
 
 
+class LoopStalledError(MemcachedError):
+    """The operation ran out of time while this process's event loop was stalled (its
+    timeout fired more than operation_timeout late): the connection is discarded like any
+    other, but the node is not to blame and is not marked dead."""
+
+
 class ServerReplyError(MemcachedError):
     """The node answered, but with an error reply (e.g. SERVER_ERROR object too large)."""
 
@@ -61,3 +67,22 @@ class LockTimeoutError(SessionStoreError):
         self.waited = waited
         super().__init__(
             f"session {session_id} is locked by another request (waited {waited:.1f}s)")
+
+
+class SessionRateLimitError(SessionStoreError):
+    """This client stores new sessions faster than session_create_rate allows: this one was
+    not stored."""
+
+    def __init__(self, client: str, retry_after: float) -> None:
+        self.client = client
+        self.retry_after = retry_after
+        super().__init__(f"too many new sessions from {client}; retry in {retry_after:.1f}s")
+
+
+class TooManySessionsError(SessionStoreError):
+    """max_active_sessions are in memory and none of them can be pushed out safely (their
+    latest state is not in memcached yet): no new session is made."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"too many active sessions ({limit}, max_active_sessions)")

@@ -67,3 +67,10 @@ def parse_session_id(text: str) -> SessionId | None:
 def storage_key(prefix: str, session_id: SessionId, kind: KeyKind = "session") -> bytes:
     """The one place a memcached key is built: prefix + (``bak:`` | ``lock:`` | nothing) + id."""
     return f"{prefix}{_KIND_PREFIX[kind]}{session_id.text}".encode("ascii")
+
+
+def url_parameter(cookie_name: str) -> str:
+    """The path parameter that carries the session id when cookies are off: the cookie's
+    name in lower case, as Tomcat writes it (`;jsessionid=` for JSESSIONID), so that the
+    proxy routes by what the app server writes for any `session_cookie_name`."""
+    return ";" + cookie_name.lower() + "="

@@ -1,10 +1,29 @@
 """SessionManager: where a request's session comes from and what happens to it afterwards.
 
-Sticky mode keeps sessions in this server's memory (by the random part of their id) and backs
-them up to their node; an id it does not hold is loaded from the node the id names (take-over)
-and re-suffixed with this server's route. Non-sticky mode keeps nothing between requests:
-each one loads (primary copy, else the `bak:` copy), optionally under a lock, and writes both
-copies afterwards. The decisions are synchronous; only memcached I/O is awaited.
+Sticky mode keeps sessions in this server's memory (by the random part of their id, at most
+max_active_sessions: the least recently used are pushed out and load back from memcached)
+and backs them up to their node; an id it does not hold is loaded from the node the id names
+(take-over) and re-suffixed with this server's route. Non-sticky mode keeps nothing between
+requests: each one loads (primary copy, else the `bak:` copy), optionally under a lock, and
+writes both copies afterwards. The decisions are synchronous; only memcached I/O is awaited.
+
+What memcached is spared: a session without data is never written (nor touched) until it has
+data. New sessions with data are limited per client address (session_create_rate and
+session_create_burst): the first write of a session takes a token from its client's bucket,
+and without one the change is rolled back, a session new in this request is dropped, nothing
+is stored (SessionRateLimitError, a 429). Data-less sessions are free, so they are not
+counted: clients without cookies (probes, crawlers) are never refused for them, and memory
+is bounded by max_active_sessions instead.
+
+Durable acknowledgement (session_backup_async = false): `finish` answers True only when the
+request's change is confirmed in memcached, by a write that started after the change was made
+(writes of one session are coalesced, see backup_queue.py). When it is not confirmed within
+session_backup_timeout, or the write failed, `finish` answers False and the middleware sends
+503 with Retry-After, as a backend that cannot commit would; the write itself goes on, so the
+change may still land (retrying is safe). One exception, ARCHITECTURE's failure model: with
+sticky sessions and every memcached node dead, the session lives on in memory and the answer
+is the handler's (/health says "degraded"). With session_backup_async = true answers never
+wait, and a 2xx promises nothing about memcached.
 """
 
 from __future__ import annotations
@@ -14,17 +33,27 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from .backup import NodeStore, SessionBackup
+from .backup_queue import BackupQueue, Delete, Operation, Refresh, Write
 from .client import MemcachedClient
+from .client_address import IPAddress, TrustedProxies
 from .codec import CorruptRecordError, Record, transcoder_named
-from .errors import SessionTooLargeError, UnstorableValueError
+from .errors import (
+    SessionRateLimitError,
+    SessionTooLargeError,
+    TooManySessionsError,
+    UnstorableValueError,
+)
+from .evictions import EvictionWatch, NodeEvictions, recheck_sessions
 from .ids import SessionId, new_session_id, parse_session_id
+from .local_sessions import LocalSessions
 from .locking import HeldLock, SessionLocks, needs_lock
 from .nodes import NodeStatus, NodeTracker
+from .rate_limit import CreationRateLimit
 from .resolver import NodeDiscovery, Resolver, getaddrinfo_resolver
 from .session import Session
 from .settings import SessionStoreSettings
@@ -34,6 +63,16 @@ log = logging.getLogger("sessionstore")
 
 _RECORD_HEADER_ALLOWANCE = 96  # "SH1 <transcoder> <created> <written> <interval>\n"
 _IGNORED_PATHS_KEPT = 1024
+# Sessions re-checked at once after evictions: few, so that requests still find connections
+# in the pool (each client has 4) within operation_timeout.
+_RECHECK_CONCURRENCY = 2
+
+# The order of use is kept to this resolution: a session used again within it is not moved
+# (a burst of requests on one session pays for one reordering).
+_REORDER_AFTER = 1.0
+
+ClientAddress = Callable[[], IPAddress | None]
+"""Who asks for a new session; called only when one is about to be stored the first time."""
 
 
 class SessionManager:
@@ -79,11 +118,20 @@ class SessionManager:
         self._ignored_paths: dict[str, bool] = {}  # is_ignored's answers for recent paths
         self._lock_kind, self._lock_pattern = settings.locking
         self.locks_by_uri = not self.sticky and self._lock_kind == "uriPattern"
-        self._sessions: dict[str, Session] = {}
-        self._pending: set[asyncio.Task[Any]] = set()
-        self._last_backup: dict[str, asyncio.Task[Any]] = {}
+        self._sessions = LocalSessions(
+            limit=settings.max_sessions_in_memory if self.sticky else None,
+            can_push_out=self._can_push_out, stats=self.stats)
+        self.queue = BackupQueue(backup=self.backup, stats=self.stats)
+        self.creation_limit = None if settings.session_create_rate == 0 else CreationRateLimit(
+            rate=settings.session_create_rate, burst=settings.session_create_burst)
+        self.trusted_proxies = TrustedProxies(settings.trusted_networks)
+        self.evictions = EvictionWatch(store=self.store, stats=self.stats,
+                                       interval=settings.node_retry_interval,
+                                       on_growth=self._recheck_node)
+        self._pending: set[asyncio.Task[Any]] = set()  # lock releases after their backup
         self._sweeper: asyncio.Task[None] | None = None
         self._discovering: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- introspection -------------------------------------------------------------------
@@ -94,6 +142,10 @@ class SessionManager:
 
     def node_status(self) -> list[NodeStatus]:
         return self.tracker.statuses(self.clock())
+
+    def node_evictions(self, node: str) -> NodeEvictions:
+        """The node's memcached `evictions` as last read, and whether it is evicting now."""
+        return self.evictions.status(node)
 
     def is_ignored(self, path: str) -> bool:
         ignored = self._ignored_paths.get(path)
@@ -114,11 +166,15 @@ class SessionManager:
         if self.sticky and requested_id:
             # Hot path: the exact id of a session held here needs no parsing (it was valid
             # when issued); anything else is parsed and validated before any lookup.
-            held = self._sessions.get(requested_id[:32])
-            if held is not None and held.sid.text == requested_id \
-                    and now - held.last_accessed <= held.max_inactive_interval:
-                held.last_accessed = now
-                return held, None
+            key = requested_id[:32]
+            held = self._sessions.get(key)
+            if held is not None and held.sid.text == requested_id:
+                idle = now - held.last_accessed
+                if idle <= held.max_inactive_interval:
+                    held.last_accessed = now
+                    if idle > _REORDER_AFTER:
+                        self._sessions.move_to_end(key)  # most recently used: pushed out last
+                    return held, None
         sid = parse_session_id(requested_id) if requested_id else None
         if sid is None:
             return self.create(now), None
@@ -129,19 +185,24 @@ class SessionManager:
                     self._expire(held)  # its memcached copy is being deleted: not loaded
                     return self.create(now), None
                 if sid.route == self.route:  # ours (the cookie may predate a relocation)
-                    held.last_accessed = now
-                    return held, None
+                    return self._used(held, now), None
                 # Another server took it over meanwhile: its copy in memcached is newer.
             session = await self._load(sid, now)
             if session is None:
                 if held is not None:  # the newer copy is unreachable: ours beats nothing
-                    held.last_accessed = now
-                    return held, None
+                    return self._used(held, now), None
                 return self.create(now), None
             if held is not None and self._sessions.get(sid.random) is held:
                 del self._sessions[sid.random]
             # A concurrent request may have loaded it meanwhile: one object per session.
-            return self._sessions.setdefault(sid.random, session), None
+            loaded = self._sessions.get(sid.random)
+            if loaded is not None:
+                return self._used(loaded, now), None
+            # It exists: served even when nothing can be pushed out (the cap then bends by
+            # the sessions loaded meanwhile; they can go as soon as their write is done).
+            self._sessions.make_room()
+            self._sessions[sid.random] = session
+            return session, None
         if not self.tracker.knows(sid.node) and not self.tracker.discovered:
             # A static list names every node there is. A discovered one may not list the id's
             # node (drained, or not yet discovered here): its `bak:` copy is still looked up.
@@ -165,8 +226,18 @@ class SessionManager:
             return self.create(now), None
         return session, lock
 
+    def _used(self, session: Session, now: float) -> Session:
+        session.last_accessed = now
+        self._sessions.move_to_end(session.sid.random)
+        return session
+
     def create(self, now: float | None = None) -> Session:
+        """A new session; in sticky mode it needs room in memory (TooManySessionsError, and
+        no session, when nothing can be pushed out)."""
         now = self.clock() if now is None else now
+        if self.sticky and not self._sessions.make_room():
+            self.stats.sessions_refused += 1
+            raise TooManySessionsError(self.settings.max_active_sessions)
         sid = new_session_id(self.tracker.choose_for_new(now), self.route)
         session = Session(sid=sid, transcoder=self.transcoder, created=now, last_accessed=now,
                           max_inactive_interval=self.settings.max_inactive_interval, new=True)
@@ -212,21 +283,30 @@ class SessionManager:
 
     # -- after the request -------------------------------------------------------------
 
-    def plan_save(self, session: Session, path: str) -> Coroutine[Any, Any, object] | None:
-        """Decide, without I/O, what the end of the request stores; returns the memcached work
-        (None: nothing to do). Raises SessionTooLargeError after rolling the change back."""
+    def plan_save(self, session: Session, path: str, *,
+                  client: ClientAddress | None = None) -> Operation | None:
+        """Decide, without I/O, what the end of the request stores; returns the memcached
+        operation (None: nothing to do). Raises SessionTooLargeError after rolling the change
+        back, and SessionRateLimitError when this is the session's first write and `client`
+        (who asked) has no token left (see the module docstring)."""
         with_backup = not self.sticky
         session.active_requests -= 1
         if session.invalidated:
+            key = session.sid.random
             self.stats.sessions_invalidated += 1
-            if self._sessions.get(session.sid.random) is session:
-                del self._sessions[session.sid.random]
-            if session.stored_attributes is None and session.loaded_id == session.sid \
-                    and session.new:
-                return None
-            return self.backup.delete(session.loaded_id, with_backup=with_backup)
+            if self._sessions.get(key) is session:
+                del self._sessions[key]
+            if not session.persisted and not self.queue.busy(key):
+                return None  # memcached never had it, and no write of it is under way
+            return Delete(session, with_backup)
         if self.is_ignored(path):
             self.stats.requests_ignored += 1
+            return None
+        if not session.persisted and not session and not self.queue.busy(session.sid.random):
+            # No data and never stored: it costs memcached nothing, not even a touch, until
+            # the first request that gives it data.
+            session.mark_unchanged()
+            self.stats.backups_skipped_empty += 1
             return None
         now = self.clock()
         sid = session.sid
@@ -249,27 +329,52 @@ class SessionManager:
                 self.stats.backups_too_large += 1
                 session.roll_back()
                 raise SessionTooLargeError(size, self.settings.max_session_size)
-            return self.backup.write(session, encoded, with_backup=with_backup)
+            if client is not None and self.creation_limit is not None \
+                    and not session.persisted and not self.queue.busy(session.sid.random):
+                self._take_creation_token(session, client, now)
+            return Write(session, encoded, with_backup)
         session.mark_unchanged()
         self.stats.backups_skipped_unchanged += 1
         if now - session.last_refresh >= self.backup.refresh_after:
-            return self.backup.refresh(session, with_backup=with_backup)
+            return Refresh(session, with_backup)
         return None
 
     async def finish(self, session: Session, lock: HeldLock | None,
-                     work: Coroutine[Any, Any, object] | None) -> None:
+                     operation: Operation | None) -> bool:
         """Run the end-of-request work: before returning (bounded by session_backup_timeout,
-        the work itself goes on if slower) or in the background (session_backup_async)."""
-        if work is None and lock is None:
-            return
-        task = self._spawn(session, work, lock)
-        if self.settings.session_backup_async or task.done():
-            return
-        await _until_done(task, self.settings.session_backup_timeout)
-        if not task.done():
+        the work itself goes on if slower) or in the background (session_backup_async).
+
+        Returns False when the answer must not claim success: the request's change was not
+        confirmed in memcached in time (see the module docstring)."""
+        if operation is None and lock is None:
+            return True
+        ack = self.queue.submit(session.sid.random, operation) if operation is not None \
+            else None
+        awaited: asyncio.Future[Any] | None = ack
+        if lock is not None:
+            awaited = self._release_after(ack, lock)
+        if self.settings.session_backup_async or awaited is None:
+            return True
+        timeout = self.settings.session_backup_timeout
+        await _until_done(awaited, timeout)
+        if ack is None or not isinstance(operation, Write):  # no change to confirm
+            if not awaited.done():
+                self.stats.backups_timed_out += 1
+                log.warning("backup of session %s still running after %.3fs; answering anyway",
+                            session.id, timeout)
+            return True
+        if not ack.done():
             self.stats.backups_timed_out += 1
-            log.warning("backup of session %s still running after %.3fs; answering anyway",
-                        session.id, self.settings.session_backup_timeout)
+            self.stats.backups_unconfirmed += 1
+            log.warning("backup of session %s not confirmed within %.3fs; answering 503",
+                        session.id, timeout)
+            return False
+        if ack.result():
+            return True
+        if self.sticky and not self.tracker.any_alive(self.clock()):
+            return True  # every node is dead: the session lives on in memory ("degraded")
+        self.stats.backups_unconfirmed += 1
+        return False
 
     async def abandon(self, session: Session, lock: HeldLock | None) -> None:
         """The request failed (an exception that is not a response): nothing is stored."""
@@ -277,51 +382,65 @@ class SessionManager:
         if lock is not None:
             await self.locks.release(lock)
 
-    def _spawn(self, session: Session, work: Coroutine[Any, Any, object] | None,
-               lock: HeldLock | None) -> asyncio.Task[Any]:
-        key = session.sid.random
-        previous = self._last_backup.get(key)
-        if previous is not None and previous.done():
-            previous = None
-        loop = asyncio.get_running_loop()
-        if previous is None and lock is None and work is not None:
-            task: asyncio.Task[Any] = loop.create_task(work)  # the common case: no wrapper
-        else:
-            task = loop.create_task(self._after(previous, work, lock))
+    def _release_after(self, ack: asyncio.Future[bool] | None,
+                       lock: HeldLock) -> asyncio.Task[None]:
+        """Release a non-sticky lock once the request's backup is done (ok or not), so the
+        next holder loads what this request stored."""
+        async def release() -> None:
+            if ack is not None:
+                await ack
+            await self.locks.release(lock)
+
+        task = asyncio.get_running_loop().create_task(release())
         self._pending.add(task)
-        self._last_backup[key] = task
-        task.add_done_callback(partial(self._spawned_done, key, work))
+        task.add_done_callback(self._pending.discard)
         return task
 
-    async def _after(self, previous: asyncio.Task[Any] | None,
-                     work: Coroutine[Any, Any, object] | None, lock: HeldLock | None) -> None:
-        try:
-            if previous is not None:
-                await _until_done(previous, None)  # keep one session's writes in order
-            if work is not None:
-                await work
-        finally:
-            if lock is not None:
-                await self.locks.release(lock)
+    def _take_creation_token(self, session: Session, client: ClientAddress,
+                             now: float) -> None:
+        """The session is about to be stored for the first time: it costs its client a token.
+        Without one, nothing is stored: the change is rolled back and a session made in this
+        request is dropped altogether (invalidated: no cookie, nothing in memory)."""
+        assert self.creation_limit is not None
+        address = client()
+        wait = self.creation_limit.take(address, now)
+        if wait <= 0:
+            return
+        self.stats.sessions_rate_limited += 1
+        session.roll_back()
+        if session.new:
+            session.invalidate()
+            if self._sessions.get(session.sid.random) is session:
+                del self._sessions[session.sid.random]
+        raise SessionRateLimitError(str(address or "an unknown address"), wait)
 
-    def _spawned_done(self, key: str, work: Coroutine[Any, Any, object] | None,
-                      finished: asyncio.Task[Any]) -> None:
-        if work is not None:
-            work.close()  # no-op when it ran; silences "never awaited" when cancelled early
-        self._pending.discard(finished)
-        if self._last_backup.get(key) is finished:
-            del self._last_backup[key]
-        if not finished.cancelled() and finished.exception() is not None:
-            log.error("session %s backup crashed", key, exc_info=finished.exception())
+    def _can_push_out(self, session: Session) -> bool:
+        """Memory may forget it: no request has it, and memcached holds its latest state."""
+        return session.active_requests == 0 and session.saved \
+            and not self.queue.busy(session.sid.random)
+
+    # -- evictions -------------------------------------------------------------------------
+
+    async def _recheck_node(self, node: str) -> None:
+        """`node` evicted items: check the sessions held here that are backed up there."""
+        if not self.sticky:
+            return  # nothing is held here; the `bak:` copy covers non-sticky sessions
+        rewritten = self.stats.sessions_rewritten
+        checked = await recheck_sessions(node, self._sessions, queue=self.queue,
+                                         alive=self.store.alive,
+                                         concurrency=_RECHECK_CONCURRENCY)
+        log.warning("re-checked %d sessions backed up to %s after evictions: %d written again",
+                    checked, node, self.stats.sessions_rewritten - rewritten)
 
     # -- expiry, lifecycle ---------------------------------------------------------------
 
     def _expire(self, session: Session) -> None:
-        if self._sessions.get(session.sid.random) is session:
-            del self._sessions[session.sid.random]
+        key = session.sid.random
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
         self.stats.sessions_expired += 1
-        if session.stored_attributes is not None:
-            self._spawn(session, self.backup.delete(session.loaded_id, with_backup=False), None)
+        if session.persisted or self.queue.busy(key):
+            self.queue.submit(key, Delete(session, with_backup=False))
 
     def expire_idle_sessions(self) -> int:
         """Drop local sessions idle longer than their max_inactive_interval (and their
@@ -334,8 +453,9 @@ class SessionManager:
         return len(idle)
 
     async def start(self) -> None:
-        """Probe every node once (bounded by operation_timeout) and start the expiry sweeper;
-        with a dns: node list, resolve once (bounded) and start the discovery loop."""
+        """Probe every node once (bounded by operation_timeout), start the expiry sweeper and
+        the evictions watch; with a dns: node list, resolve once (bounded) and start the
+        discovery loop."""
         async def probe(node: str) -> None:
             with contextlib.suppress(Exception):
                 await self.store.call(node, "version", lambda client: client.version())
@@ -347,6 +467,8 @@ class SessionManager:
             self._discovering = loop.create_task(self.discovery.run())
         if self.sticky and self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
+        if self._watching is None:
+            self._watching = loop.create_task(self.evictions.run())
 
     async def _sweep(self) -> None:
         interval = min(60.0, max(1.0, self.settings.max_inactive_interval / 4))
@@ -355,27 +477,33 @@ class SessionManager:
             self.expire_idle_sessions()
 
     async def flush(self, within: float | None = None) -> None:
-        """Wait for background backups, at most `within` seconds (default
+        """Wait for background backups (queued ones too), at most `within` seconds (default
         session_backup_timeout)."""
-        if self._pending:
-            wait = self.settings.session_backup_timeout if within is None else within
-            await asyncio.wait(set(self._pending), timeout=wait)
+        wait = self.settings.session_backup_timeout if within is None else within
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while running := self.queue.running() | self._pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self) -> None:
         """Flush pending backups (bounded), cancel what is left, close the clients."""
         if self._closed:
             return
         self._closed = True
-        for background in (self._discovering, self._sweeper):
+        for background in (self._discovering, self._sweeper, self._watching):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
         await self.flush()
+        self.queue.cancel()
         for task in list(self._pending):
             task.cancel()
-        if self._pending:
-            await asyncio.wait(set(self._pending))
+        while running := self.queue.running() | self._pending:
+            await asyncio.wait(running)
         for client in self.clients.values():
             await client.close()
 
@@ -387,22 +515,22 @@ class SessionManager:
         await self.close()
 
 
-async def _until_done(task: asyncio.Task[Any], within: float | None) -> None:
-    """asyncio.wait((task,), timeout=within) with less machinery: one future, one timer.
-    Returns when the task is done or `within` seconds have passed; never cancels it."""
-    if task.done():
+async def _until_done(future: asyncio.Future[Any], within: float | None) -> None:
+    """asyncio.wait((future,), timeout=within) with less machinery: one future, one timer.
+    Returns when `future` is done or `within` seconds have passed; never cancels it."""
+    if future.done():
         return
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     wake = partial(_set_done, waiter)
-    task.add_done_callback(wake)
+    future.add_done_callback(wake)
     timer = loop.call_later(within, wake, None) if within is not None else None
     try:
         await waiter
     finally:
         if timer is not None:
             timer.cancel()
-        task.remove_done_callback(wake)
+        future.remove_done_callback(wake)
 
 
 def _set_done(waiter: asyncio.Future[None], _: object) -> None:

@@ -1,17 +1,34 @@
 """aiohttp integration: `setup`, the session middleware, `get_session`, `encode_url`.
 
-HTTP status codes of sessionstore are decided here and only here: 413 for a session over
-max_session_size, 503 (with Retry-After) when a non-sticky lock wait exceeds lock_timeout.
+HTTP status codes of sessionstore are decided here and only here, each with a one-line text:
+- 413 for a session over max_session_size;
+- 429 with Retry-After (seconds until the client has a token again) when a new session's
+  first write is over its client's session_create_rate: nothing is stored, and a session
+  made in this request is dropped (no cookie);
+- 503 with Retry-After when a non-sticky lock wait exceeds lock_timeout, when
+  max_active_sessions are in memory and none can be pushed out (no new session), and when,
+  with session_backup_async = false, the request's change is not confirmed in memcached
+  within session_backup_timeout (durable acknowledgement: a 2xx means the change is in
+  memcached; see manager.py for the one exception, every node dead in sticky mode).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from .errors import LockTimeoutError, SessionStoreError, SessionTooLargeError
+from .client_address import IPAddress, client_address
+from .errors import (
+    LockTimeoutError,
+    SessionRateLimitError,
+    SessionStoreError,
+    SessionTooLargeError,
+    TooManySessionsError,
+)
+from .ids import url_parameter
 from .locking import HeldLock
 from .manager import SessionManager
 from .session import Session
@@ -19,7 +36,6 @@ from .settings import SessionStoreSettings
 
 MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("sessionstore_manager", SessionManager)
 
-_JSESSIONID_PARAM = ";jsessionid="
 _RETRY_AFTER_SECONDS = "1"
 _COOKIE_FLAGS = "; HttpOnly; Path=/; SameSite=Lax"
 
@@ -30,15 +46,24 @@ class _RequestSession:
     """Per-request state, set by the middleware; the session is opened by the first
     `get_session` of the request (a request that never asks for it costs no lookup)."""
 
-    __slots__ = ("cookie_sent", "ended", "lock", "manager", "requested_id", "session")
+    __slots__ = ("cookie_sent", "ended", "lock", "manager", "request", "requested_id",
+                 "session")
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, request: web.Request) -> None:
         self.manager = manager
+        self.request = request
         self.session: Session | None = None
         self.requested_id: str | None = None
         self.cookie_sent = False
         self.lock: HeldLock | None = None
         self.ended: list[Session] = []
+
+    def client_address(self) -> IPAddress | None:
+        """Who asks for a new session (computed only when one is first stored)."""
+        headers = self.request.headers
+        return client_address(self.request.remote, headers.get("X-Real-IP"),
+                              headers.getall("X-Forwarded-For", ()),
+                              self.manager.trusted_proxies)
 
 
 _STATE_KEY: web.RequestKey[_RequestSession] = web.RequestKey("sessionstore_state",
@@ -74,16 +99,20 @@ async def get_session(request: web.Request) -> Session:
     if session is not None:
         if not session.invalidated:
             return session
-        state.ended.append(session)  # invalidated earlier in this request: start anew
-        state.session = session = state.manager.create()
-        session.active_requests += 1
-        return session
+        # Invalidated earlier in this request: start anew (if there is room for a new one;
+        # if not, the invalidated one still ends with the request).
+        fresh = state.manager.create()
+        state.ended.append(session)
+        state.session = fresh
+        fresh.active_requests += 1
+        return fresh
     manager = state.manager
     requested = _cookie_value(request.headers.get(hdrs.COOKIE),
                               manager.settings.session_cookie_name)
     state.cookie_sent = requested is not None
     if requested is None:
-        requested = _id_from_path(request.path)
+        requested = _id_from_path(request.path,
+                                  url_parameter(manager.settings.session_cookie_name))
     path_qs = request.path_qs if manager.locks_by_uri else ""
     session, state.lock = await manager.open(requested, method=request.method, path_qs=path_qs)
     session.active_requests += 1  # until plan_save (or abandon) at the end of the request
@@ -93,8 +122,9 @@ async def get_session(request: web.Request) -> Session:
 
 
 def encode_url(request: web.Request, url: str) -> str:
-    """`url` with `;jsessionid=ID` when the request carried no session cookie and has a
-    session; otherwise `url` unchanged. A query string or fragment stays after the id."""
+    """`url` with `;jsessionid=ID` (the cookie name in lower case) when the request carried
+    no session cookie and has a session; otherwise `url` unchanged. A query string or
+    fragment stays after the id."""
     try:
         state = request[_STATE_KEY]
     except KeyError:
@@ -104,9 +134,10 @@ def encode_url(request: web.Request, url: str) -> str:
         return url
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
     base = url[:cut]
-    if _JSESSIONID_PARAM in base:
-        base = base[:base.index(_JSESSIONID_PARAM)]
-    return f"{base}{_JSESSIONID_PARAM}{session.id}{url[cut:]}"
+    parameter = url_parameter(state.manager.settings.session_cookie_name)
+    if parameter in base:
+        base = base[:base.index(parameter)]
+    return f"{base}{parameter}{session.id}{url[cut:]}"
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:
@@ -128,11 +159,11 @@ def _cookie_value(header: str | None, name: str) -> str | None:
     return None
 
 
-def _id_from_path(path: str) -> str | None:
-    start = path.find(_JSESSIONID_PARAM)
+def _id_from_path(path: str, parameter: str) -> str | None:
+    start = path.find(parameter)
     if start < 0:
         return None
-    value = path[start + len(_JSESSIONID_PARAM):]
+    value = path[start + len(parameter):]
     for stop in (";", "/"):
         value = value.partition(stop)[0]
     return value or None
@@ -143,7 +174,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        state = request[_STATE_KEY] = _RequestSession(manager)
+        state = request[_STATE_KEY] = _RequestSession(manager, request)
         raised: web.HTTPException | None = None
         try:
             response: web.StreamResponse = await handler(request)
@@ -152,6 +183,10 @@ def session_middleware(manager: SessionManager) -> Middleware:
         except LockTimeoutError as exc:
             return web.Response(status=503, text=f"{exc}; retry shortly\n",
                                 headers={"Retry-After": _RETRY_AFTER_SECONDS})
+        except TooManySessionsError as exc:
+            # Whatever this request had opened before (an invalidated session) still ends.
+            response = web.Response(status=503, text=f"{exc}; retry shortly\n",
+                                    headers={"Retry-After": _RETRY_AFTER_SECONDS})
         except BaseException:
             for ended in state.ended:
                 ended.active_requests -= 1
@@ -169,14 +204,27 @@ def session_middleware(manager: SessionManager) -> Middleware:
         for ended in state.ended:
             await manager.finish(ended, None, manager.plan_save(ended, path))
         try:
-            work = manager.plan_save(session, path)
+            work = manager.plan_save(session, path, client=state.client_address)
         except SessionTooLargeError as exc:
             work = None
             if not response.prepared:  # a streamed response is already on its way
                 raised = None
                 response = web.Response(status=413, text=f"{exc}\n")
+        except SessionRateLimitError as exc:
+            work = None
+            if not response.prepared:
+                raised = None
+                response = web.Response(status=429, text=f"{exc}\n", headers={
+                    "Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         if work is not None or state.lock is not None:
-            await manager.finish(session, state.lock, work)
+            durable = await manager.finish(session, state.lock, work)
+            if not durable and not response.prepared:
+                raised = None
+                timeout = manager.settings.session_backup_timeout
+                response = web.Response(
+                    status=503, headers={"Retry-After": _RETRY_AFTER_SECONDS},
+                    text=f"the session change was not confirmed in memcached within "
+                         f"{timeout:g}s (session_backup_timeout); retry shortly\n")
         if (not session.invalidated and (session.new or session.id != state.requested_id)
                 and not response.prepared):
             # What response.set_cookie(..., path="/", httponly=True, samesite="Lax") sends,

@@ -165,6 +165,9 @@ class NodeTracker:
             return True
         return False
 
+    def any_alive(self, now: float) -> bool:
+        return any(self.is_alive(node_id, now) for node_id in self._ids)
+
     def mark_dead(self, node_id: str, now: float) -> bool:
         """Mark the node dead; True when it was alive until now (a new failure)."""
         if node_id not in self._known:

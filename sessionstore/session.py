@@ -20,7 +20,8 @@ class Session(MutableMapping[str, JsonValue]):
     __slots__ = (
         "_attributes", "_container_read", "_encoded", "_invalidated", "_touched",
         "active_requests", "created", "last_accessed", "last_refresh", "loaded_id",
-        "max_inactive_interval", "new", "sid", "stored_attributes", "stored_digest", "transcoder",
+        "max_inactive_interval", "new", "persisted", "sid", "stored_attributes", "stored_digest",
+        "transcoder",
     )
 
     def __init__(self, *, sid: SessionId, transcoder: Transcoder, created: float,
@@ -35,6 +36,9 @@ class Session(MutableMapping[str, JsonValue]):
         self.last_accessed = last_accessed
         self.max_inactive_interval = max_inactive_interval
         self.new = new
+        # memcached may hold a copy under loaded_id: it was loaded from there (a session that
+        # is not new) or written there. A new session without data never is.
+        self.persisted = not new
         self._attributes: Attributes = attributes if attributes is not None else {}
         # Encoded attributes as last stored in memcached (None: never stored) and their digest.
         self.stored_attributes = stored_attributes
@@ -73,6 +77,16 @@ class Session(MutableMapping[str, JsonValue]):
     def may_have_changed(self) -> bool:
         return self._touched or self._container_read
 
+    @property
+    def saved(self) -> bool:
+        """True when dropping this object loses nothing: memcached holds exactly its state
+        under its id, or it has no data and never had any stored."""
+        if self._touched or self._container_read:
+            return False
+        if not self.persisted:
+            return not self._attributes
+        return self.stored_attributes is not None and self.loaded_id == self.sid
+
     def encode(self) -> bytes:
         """The encoded attributes (cached until the next change) for digest and backup."""
         encoded = self._encoded
@@ -85,6 +99,7 @@ class Session(MutableMapping[str, JsonValue]):
         self.stored_attributes = encoded
         self.stored_digest = digest(encoded)
         self.loaded_id = self.sid
+        self.persisted = True
         if encoded is self._encoded and self.active_requests == 0:
             self._touched = self._container_read = False
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Literal, NoReturn, cast
 
+from .client_address import DEFAULT_TRUSTED_PROXIES, Network, parse_networks
 from .errors import SettingsError
 from .ids import ROUTE_PATTERN
 from .nodes import (
@@ -32,6 +33,9 @@ _COOKIE_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _MAX_EXPIRY = 30 * 24 * 3600
+_INT_RE = re.compile(r"[+-]?[0-9]{1,18}")
+_MAX_COUNT = 1_000_000_000
+UNLIMITED = -1  # max_active_sessions: no cap, as Tomcat's maxActiveSessions = -1
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,19 @@ class SessionStoreSettings:
     session_cookie_name: str = "JSESSIONID"
     max_session_size: int = 1_000_000
     resolver_valid: float = 5.0
+    # Sticky sessions held in memory (Tomcat's maxActiveSessions; -1: no cap). At the cap the
+    # least recently used one memcached holds is pushed out of memory; it loads back from
+    # memcached on its next request.
+    max_active_sessions: int = 100_000
+    # New sessions per client address: a token bucket holding session_create_burst tokens,
+    # refilled at session_create_rate per second; a new session's first write takes one
+    # (data-less sessions cost memcached nothing and are not counted). 0: no limit.
+    session_create_rate: float = 20.0
+    session_create_burst: int = 100
+    # Peers whose X-Real-IP / X-Forwarded-For name the client (RemoteIpValve's
+    # internalProxies): comma-separated addresses or CIDR networks; "none" (or "" in TOML)
+    # trusts no peer.
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES
 
     def __post_init__(self) -> None:
         if not _ROUTE_RE.fullmatch(self.jvm_route):
@@ -96,6 +113,21 @@ class SessionStoreSettings:
         for name in ("sticky", "session_backup_async"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "is not a boolean")
+        if not _is_int(self.max_active_sessions) or not (
+                self.max_active_sessions == UNLIMITED
+                or 1 <= self.max_active_sessions <= _MAX_COUNT):
+            _fail("max_active_sessions", self.max_active_sessions,
+                  f"is not -1 (no cap) or an integer 1..{_MAX_COUNT}")
+        rate = self.session_create_rate
+        if (isinstance(rate, bool) or not isinstance(rate, int | float)
+                or not math.isfinite(rate) or not 0 <= rate <= 1_000_000):
+            _fail("session_create_rate", rate,
+                  "is not a rate per second 0..1000000 (0: no limit)")
+        if not _is_int(self.session_create_burst) or not (
+                1 <= self.session_create_burst <= 1_000_000):
+            _fail("session_create_burst", self.session_create_burst,
+                  "is not an integer 1..1000000")
+        self.trusted_networks  # noqa: B018 - validates trusted_proxies
 
     @property
     def discovery(self) -> DnsNodes | None:
@@ -114,6 +146,23 @@ class SessionStoreSettings:
             return parse_node_list(self.memcached_nodes)
         except NodeListError as exc:
             raise SettingsError("memcached_nodes", self.memcached_nodes, str(exc)) from None
+
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        """trusted_proxies parsed: the peers whose forwarding headers name the client."""
+        if not isinstance(self.trusted_proxies, str):
+            _fail("trusted_proxies", self.trusted_proxies, "is not a string")
+        if self.trusted_proxies.strip().lower() == "none":
+            return ()  # the environment cannot say "": an empty variable counts as unset
+        try:
+            return parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise SettingsError("trusted_proxies", self.trusted_proxies, str(exc)) from None
+
+    @property
+    def max_sessions_in_memory(self) -> int | None:
+        """max_active_sessions as a bound; None when there is none (-1)."""
+        return None if self.max_active_sessions == UNLIMITED else self.max_active_sessions
 
     @property
     def failover(self) -> frozenset[str]:
@@ -187,11 +236,15 @@ def _parse_float(key: str, raw: object) -> float:
 
 
 def _parse_int(key: str, raw: object) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+    if _is_int(raw):
+        return cast(int, raw)
+    if isinstance(raw, str) and _INT_RE.fullmatch(raw.strip()):
         return int(raw.strip())
     raise SettingsError(key, raw, "is not an integer")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_duration(key: str, value: object, maximum: float) -> None:

@@ -12,7 +12,18 @@ COUNTERS = (
     # dns: node lists only (stay 0 for a static list): addresses that joined after their
     # version check, nodes drained because their address left, failed resolutions.
     "nodes_discovered", "nodes_drained", "resolver_failures",
+    # Bounds on sessions: pushed out of memory at max_active_sessions (they stay in memcached),
+    # refused because nothing could be pushed out, refused by session_create_rate.
+    "sessions_pushed_out", "sessions_refused", "sessions_rate_limited",
+    # Data-less sessions not written; changes acknowledged by a write shared with others;
+    # answers turned into 503 because their change was not confirmed in memcached.
+    "backups_skipped_empty", "backups_coalesced", "backups_unconfirmed",
+    # Evictions: items memcached evicted on our nodes (growth of their `evictions`, seen
+    # by the stats polls) and session copies memcached had lost, written again.
+    "memcached_evictions", "sessions_rewritten",
 )
+# Levels, not running totals: nodes whose evictions grew lately.
+GAUGES = ("nodes_evicting",)
 _WINDOW = 2048  # latest samples kept per latency series
 
 
@@ -38,15 +49,25 @@ class Stats:
     nodes_discovered: int
     nodes_drained: int
     resolver_failures: int
+    sessions_pushed_out: int
+    sessions_refused: int
+    sessions_rate_limited: int
+    backups_skipped_empty: int
+    backups_coalesced: int
+    backups_unconfirmed: int
+    memcached_evictions: int
+    sessions_rewritten: int
+    nodes_evicting: int
 
     def __init__(self) -> None:
-        for name in COUNTERS:
+        for name in COUNTERS + GAUGES:
             setattr(self, name, 0)
         self.backup_latencies: deque[float] = deque(maxlen=_WINDOW)
         self.load_latencies: deque[float] = deque(maxlen=_WINDOW)
 
     def snapshot(self) -> dict[str, int | float]:
-        values: dict[str, int | float] = {name: getattr(self, name) for name in COUNTERS}
+        values: dict[str, int | float] = {name: getattr(self, name)
+                                          for name in COUNTERS + GAUGES}
         for series, samples in (("backup", self.backup_latencies), ("load", self.load_latencies)):
             ordered = sorted(samples)
             values[f"{series}_latency_p50"] = percentile(ordered, 0.50)

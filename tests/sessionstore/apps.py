@@ -52,6 +52,14 @@ async def invalidate(request: web.Request) -> web.Response:
     return web.Response(text="bye")
 
 
+async def rotate(request: web.Request) -> web.Response:
+    """Log-in style: the old session ends, a new one carries on in the same request."""
+    (await get_session(request)).invalidate()
+    session = await get_session(request)
+    session["rotated"] = True
+    return web.json_response({"id": session.id})
+
+
 async def untouched(request: web.Request) -> web.Response:
     return web.Response(text="no session")
 
@@ -108,6 +116,7 @@ def make_app(settings: SessionStoreSettings,
     app.router.add_get("/increment", increment)
     app.router.add_post("/increment", increment)
     app.router.add_get("/invalidate", invalidate)
+    app.router.add_get("/rotate", rotate)
     app.router.add_get("/untouched", untouched)
     app.router.add_get("/big", big)
     app.router.add_get("/redirect", redirect)

@@ -12,7 +12,7 @@ import aiomcache
 import pytest
 
 from sessionstore.client import MemcachedClient
-from sessionstore.errors import NodeFailureError, ServerReplyError
+from sessionstore.errors import LoopStalledError, NodeFailureError, ServerReplyError
 from tests.support.memcached import MemcachedProcess
 from tests.support.ports import free_port
 
@@ -41,6 +41,9 @@ async def test_operations_against_real_memcached(memcached: MemcachedProcess) ->
         assert await client.delete(b"k")
         assert not await client.delete(b"k")
         assert (await client.version())[0].isdigit()
+        stats = await client.stats()
+        assert stats["evictions"] == "0" and int(stats["curr_items"]) == 1
+        assert stats["version"] == await client.version()
 
 
 async def test_error_reply_is_not_a_node_failure(memcached_factory: object) -> None:
@@ -112,6 +115,35 @@ async def test_timed_out_connection_never_serves_a_stale_reply(
             assert await client.get(b"session-a") == b"data of a"
 
 
+async def test_silent_node_times_out_stats_too() -> None:
+    with SilentServer() as silent:
+        async with client_for(silent.port, timeout=0.2) as client:
+            started = time.monotonic()
+            with pytest.raises(NodeFailureError, match="no reply within"):
+                await client.stats()
+            assert time.monotonic() - started < 0.2 + 0.1
+
+
+async def test_timeout_while_the_event_loop_was_stalled_does_not_blame_the_node(
+        memcached: MemcachedProcess) -> None:
+    """A flood that hogs the loop makes every operation late; the node is not at fault."""
+    async with client_for(memcached.port) as direct:
+        await direct.set(b"k", b"value", 60)
+    with DelayingProxy(memcached.port) as proxy:
+        async with client_for(proxy.port, timeout=0.1, pool_size=1) as client:
+            assert await client.get(b"k") == b"value"
+            forwarded = proxy.replies_forwarded
+            proxy.reply_delay = 0.05
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.01, time.sleep, 0.3)  # the loop stalls past the whole budget
+            with pytest.raises(LoopStalledError, match="event loop"):
+                await client.get(b"missing")
+            proxy.reply_delay = 0.0
+            await wait_until_forwarded(proxy, forwarded + 1)
+            await asyncio.sleep(0.05)  # its late reply must not answer the next get
+            assert await client.get(b"k") == b"value"
+
+
 async def test_cancelled_operation_closes_its_connection(memcached: MemcachedProcess) -> None:
     with DelayingProxy(memcached.port) as proxy:
         async with client_for(memcached.port) as direct:
@@ -131,7 +163,7 @@ async def test_cancelled_operation_closes_its_connection(memcached: MemcachedPro
 
 
 @pytest.mark.timeout(10, method="signal")
-@pytest.mark.parametrize("command", ["set", "add", "delete", "touch", "get"])
+@pytest.mark.parametrize("command", ["set", "add", "delete", "touch", "get", "stats"])
 async def test_server_closing_mid_command_never_freezes_the_loop(command: str) -> None:
     """aiomcache's reply loop spins on readline() == b'' forever; ours raises at EOF."""
     ticks = 0
@@ -152,6 +184,7 @@ async def test_server_closing_mid_command_never_freezes_the_loop(command: str) -
                     "delete": lambda: client.delete(b"k"),
                     "touch": lambda: client.touch(b"k", 60),
                     "get": lambda: client.get(b"k"),
+                    "stats": lambda: client.stats(),
                 }[command]
                 started = time.monotonic()
                 with pytest.raises(NodeFailureError, match="closed"):

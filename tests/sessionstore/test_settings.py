@@ -63,6 +63,19 @@ def test_toml_native_types_and_ipv6() -> None:
     ("transcoder", "pickle", "is not one of json, msgpack"),
     ("max_session_size", "1.5", "is not an integer"),
     ("max_session_size", 10, "is not an integer 1024"),
+    ("max_session_size", "--5", "is not an integer"),
+    ("max_session_size", "\u00b2", "is not an integer"),
+    ("max_active_sessions", 0, "is not -1 (no cap) or an integer 1..1000000000"),
+    ("max_active_sessions", "-2", "is not -1 (no cap)"),
+    ("max_active_sessions", "lots", "is not an integer"),
+    ("session_create_rate", "-1", "is not a rate per second 0..1000000 (0: no limit)"),
+    ("session_create_rate", "inf", "not a finite number"),
+    ("session_create_rate", True, "is not a number"),
+    ("session_create_burst", "0", "is not an integer 1..1000000"),
+    ("session_create_burst", 2.5, "is not an integer"),
+    ("trusted_proxies", "10.0.0.0/33", "trusted_proxies: '10.0.0.0/33' has a bad network"),
+    ("trusted_proxies", "10.0.0.1/8", "has host bits set"),
+    ("trusted_proxies", ["10.0.0.0/8"], "is not a string"),
 ])
 def test_bad_values_name_key_and_value(key: str, value: object, message: str) -> None:
     with pytest.raises(SettingsError) as caught:
@@ -71,6 +84,23 @@ def test_bad_values_name_key_and_value(key: str, value: object, message: str) ->
     assert str(caught.value).startswith(f"{key}: ")
     assert "\n" not in str(caught.value)
     assert caught.value.key == key
+
+
+def test_session_bounds_defaults_and_environment_strings() -> None:
+    s = settings()
+    assert s.max_active_sessions == 100_000 and s.max_sessions_in_memory == 100_000
+    assert s.session_create_rate == 20.0 and s.session_create_burst == 100
+    assert [str(n) for n in s.trusted_networks] == [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+        "169.254.0.0/16", "fc00::/7"]
+    s = settings(max_active_sessions="-1", session_create_rate="0", session_create_burst="5",
+                 trusted_proxies="")
+    assert s.max_active_sessions == -1 and s.max_sessions_in_memory is None
+    assert s.session_create_rate == 0.0 and s.session_create_burst == 5
+    assert s.trusted_networks == ()
+    assert settings(trusted_proxies="None").trusted_networks == ()
+    s = settings(trusted_proxies="10.9.0.0/16 , 2001:db8::1")
+    assert [str(n) for n in s.trusted_networks] == ["10.9.0.0/16", "2001:db8::1/128"]
 
 
 def test_failover_nodes_with_non_sticky_is_an_error() -> None:

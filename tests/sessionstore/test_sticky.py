@@ -326,18 +326,24 @@ async def test_async_backup_answers_first_and_close_flushes_within_the_timeout(
         proxy.reply_delay = 0.0
 
 
-async def test_backup_slower_than_session_backup_timeout_does_not_hold_the_response(
+async def test_backup_slower_than_session_backup_timeout_is_a_503_and_goes_on(
         aiohttp_client: ClientFactory, memcached: MemcachedProcess) -> None:
+    # Durable acknowledgement: the answer waits session_backup_timeout at most, and a change
+    # not confirmed in memcached by then is not a 2xx. The write goes on and lands later.
     with DelayingProxy(memcached.port) as proxy:
         settings = settings_for(proxy.address, session_backup_timeout=0.05,
                                 operation_timeout=1.0)
         client = await aiohttp_client(make_app(settings))
-        await client.get("/show")
+        session_id = (await (await client.get("/show")).json())["id"]  # no data: not stored
         proxy.reply_delay = 0.3
         manager = manager_of(client)
         written = manager.stats.backups_written
-        session_id = await new_session(client, name="value")
-        assert manager.stats.backups_timed_out == 1
+        started = time.monotonic()
+        response = await client.get("/put", params={"name": "value"})
+        assert time.monotonic() - started < 0.25  # not held for the whole 0.3 s write
+        assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert "not confirmed in memcached within 0.05s" in await response.text()
+        assert manager.stats.backups_timed_out == 1 and manager.stats.backups_unconfirmed == 1
         assert manager.stats.backups_written == written
         await manager.flush(2.0)  # it still completes: counted as written, node alive
         assert manager.stats.backups_written == written + 1
