@@ -230,7 +230,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
             # What response.set_cookie(..., path="/", httponly=True, samesite="Lax") sends,
             # without its Morsel machinery; ids and cookie names never need quoting.
             response.headers.add(hdrs.SET_COOKIE, f"{cookie_name}={session.id}{_COOKIE_FLAGS}"
-                                 + ("; Secure" if _is_https(request) else ""))
+                                 + ("; Secure" if _is_https(request, manager) else ""))
         session.new = False  # the client has been told about it
         if raised is not None:
             raise raised
@@ -239,8 +239,11 @@ def session_middleware(manager: SessionManager) -> Middleware:
     return middleware
 
 
-def _is_https(request: web.Request) -> bool:
+def _is_https(request: web.Request, manager: SessionManager) -> bool:
+    """The request's scheme: X-Forwarded-Proto counts only from a trusted proxy (Tomcat
+    RemoteIpValve's protocolHeader); from anyone else it is the client's own claim."""
     forwarded = request.headers.get("X-Forwarded-Proto")
-    if forwarded is not None:
-        return forwarded.partition(",")[0].strip().lower() == "https"
+    peer = request.remote
+    if forwarded is not None and peer and manager.trusted_proxies.trusts_peer(peer):
+        return forwarded.rpartition(",")[2].strip().lower() == "https"
     return request.scheme == "https"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
@@ -496,3 +497,14 @@ async def test_a_session_taken_over_elsewhere_is_reloaded_not_served_stale(
     body = await back.json()
     assert body["attributes"] == {"step": "2"}  # app2's newer state, not app1's memory
     assert body["id"].endswith(".app1") and back.cookies["JSESSIONID"].value == body["id"]
+
+
+@pytest.mark.parametrize(("trusted", "secure"), [("127.0.0.0/8", True), ("none", False)])
+async def test_forwarded_scheme_counts_only_from_a_trusted_proxy(
+        aiohttp_client: ClientFactory, memcached: MemcachedProcess, trusted: str,
+        secure: bool) -> None:
+    settings = settings_for(memcached.address, trusted_proxies=trusted)
+    client = await aiohttp_client(make_app(settings))
+    response = await client.get("/show", headers={"X-Forwarded-Proto": "https"})
+    assert response.status == 200
+    assert ("; Secure" in response.headers["Set-Cookie"]) is secure
