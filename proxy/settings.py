@@ -194,6 +194,8 @@ def inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
         ip = ipaddress.ip_address(address.partition("%")[0])
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener's view of an IPv4 peer
     return any(ip in network for network in networks)
 
 

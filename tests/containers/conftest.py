@@ -13,6 +13,7 @@ import pytest
 
 from . import standins
 from .engine import REPO, docker_env, engine_answers, run
+from .swarm import swarm_state
 
 WHEELHOUSE = "wheelhouse"  # relative to the build context (the repository root)
 IMAGE_LABEL = "org.opencontainers.image.title=sessionha"  # set by the Dockerfile
@@ -82,3 +83,19 @@ def app_image(python_image: str, wheelhouse: str) -> str:
          "--build-arg", f"PYTHON_IMAGE={python_image}", "--build-arg", f"WHEELHOUSE={wheelhouse}",
          "."], timeout=600, env=docker_env({}))
     return tag
+
+
+@pytest.fixture
+def swarm(docker_engine: None) -> Iterator[None]:
+    """This engine as a swarm manager; it leaves the swarm only if this fixture made it join."""
+    state = swarm_state()
+    if state not in ("inactive", "active"):
+        pytest.fail(f"the engine's swarm state is {state!r}: fix it by hand")
+    made = state == "inactive"
+    if made:
+        run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], timeout=60)
+    try:
+        yield
+    finally:
+        if made:
+            run(["docker", "swarm", "leave", "--force"], timeout=60, check=False)

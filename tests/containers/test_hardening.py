@@ -22,7 +22,7 @@ from tests.support.ports import free_port
 
 from .compose import ComposeProject, load_compose_file
 from .engine import compose_command, docker_env, run
-from .swarm import STACK_FILE, Stack, swarm_state
+from .swarm import STACK_FILE, Stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -81,22 +81,6 @@ def test_compose_hands_every_setting_to_the_engine(created_project: ComposeProje
         assert host["PidsLimit"] == int(service["pids_limit"]), name
         expected_tmpfs = dict(t.split(":", 1) for t in service.get("tmpfs", []))
         assert (host.get("Tmpfs") or {}) == expected_tmpfs, name
-
-
-@pytest.fixture
-def swarm(docker_engine: None) -> Iterator[None]:
-    """This engine as a swarm manager; it leaves the swarm only if this fixture made it join."""
-    state = swarm_state()
-    if state not in ("inactive", "active"):
-        pytest.fail(f"the engine's swarm state is {state!r}: fix it by hand")
-    made = state == "inactive"
-    if made:
-        run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], timeout=60)
-    try:
-        yield
-    finally:
-        if made:
-            run(["docker", "swarm", "leave", "--force"], timeout=60, check=False)
 
 
 def service_spec(stack: Stack, short: str) -> dict[str, Any]:

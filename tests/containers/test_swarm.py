@@ -13,8 +13,8 @@ import pytest
 from tests.support.ports import free_port
 
 from .browser import Browser, first_page
-from .engine import docker_env, run
-from .swarm import Stack, swarm_state
+from .engine import docker_env
+from .swarm import Stack
 from .traffic import ClientLoop, Ledger, check_all, register_users
 
 RecordProperty = Callable[[str, object], None]  # pytest's record_property fixture
@@ -22,22 +22,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 APP_REPLICAS = 3
 MEMCACHED_REPLICAS = 3
-
-
-@pytest.fixture
-def swarm(docker_engine: None) -> Iterator[None]:
-    """This engine as a swarm manager; it leaves the swarm only if this fixture made it join."""
-    state = swarm_state()
-    if state not in ("inactive", "active"):
-        pytest.fail(f"the engine's swarm state is {state!r}: fix it by hand")
-    made = state == "inactive"
-    if made:
-        run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], timeout=60)
-    try:
-        yield
-    finally:
-        if made:
-            run(["docker", "swarm", "leave", "--force"], timeout=60, check=False)
 
 
 @pytest.fixture

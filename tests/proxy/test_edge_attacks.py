@@ -12,6 +12,7 @@ import pytest
 from proxy.server import ProxyServer
 from tests.proxy.support import (
     RawUpstream,
+    Response,
     exchange,
     get,
     read_response,
@@ -26,6 +27,17 @@ SMUGGLING = (
     % len(_SMUGGLED)
     + _SMUGGLED
 )
+
+
+async def through_proxy(request_bytes: bytes, **overrides: object) -> tuple[Response, list[bytes]]:
+    """One request through a proxy in front of a recording upstream: the answer, and the
+    heads the upstream read."""
+    upstream = await RawUpstream("ok").start()
+    try:
+        async with running_proxy(settings({"app1": upstream.port}, **overrides)) as proxy:
+            return await exchange(proxy.port, request_bytes), upstream.heads
+    finally:
+        await upstream.stop()
 
 
 def upstream_view(proxy: ProxyServer, name: str = "app1") -> dict[str, Any]:
@@ -233,17 +245,12 @@ async def test_a_slow_reader_is_cut_off_without_blaming_the_upstream() -> None:
     ids=["rtsp", "rtsp options", "http/2.0 in text", "connection names host"],
 )
 async def test_only_http_1x_is_forwarded(request_bytes: bytes, status: int) -> None:
-    upstream = await RawUpstream("ok").start()
-    try:
-        async with running_proxy(settings({"app1": upstream.port})) as proxy:
-            response = await exchange(proxy.port, request_bytes)
-    finally:
-        await upstream.stop()
+    response, heads = await through_proxy(request_bytes)
     assert response.status == status
     if status == 200:
-        assert b"\r\nHost: a\r\n" in upstream.heads[0]
+        assert b"\r\nHost: a\r\n" in heads[0]
     else:
-        assert upstream.heads == []
+        assert heads == []
 
 
 async def test_http10_without_host_gets_the_proxys_address_as_host() -> None:
@@ -284,14 +291,9 @@ async def test_http10_without_host_gets_the_proxys_address_as_host() -> None:
     ],
 )
 async def test_ambiguous_framing_and_hosts_are_refused(request_bytes: bytes, status: int) -> None:
-    upstream = await RawUpstream("ok").start()
-    try:
-        async with running_proxy(settings({"app1": upstream.port})) as proxy:
-            response = await exchange(proxy.port, request_bytes)
-    finally:
-        await upstream.stop()
+    response, heads = await through_proxy(request_bytes)
     assert response.status == status
-    assert len(upstream.heads) == (1 if status == 200 else 0)
+    assert len(heads) == (1 if status == 200 else 0)
 
 
 SPOOFED = (
@@ -317,14 +319,8 @@ SPOOFED = (
     ids=["untrusted peer", "peer in set_real_ip_from"],
 )
 async def test_only_trusted_peers_name_the_client(trusted: str, expected: bytes) -> None:
-    upstream = await RawUpstream("ok").start()
-    try:
-        conf = settings({"app1": upstream.port}, set_real_ip_from=trusted)
-        async with running_proxy(conf) as proxy:
-            response = await exchange(proxy.port, SPOOFED)
-    finally:
-        await upstream.stop()
+    response, heads = await through_proxy(SPOOFED, set_real_ip_from=trusted)
     assert response.status == 200
-    head = upstream.heads[0]
+    head = heads[0]
     assert head.endswith(expected), head
     assert head.count(b"X-Forwarded-For") == 1 and head.count(b"X-Real-IP") == 1

@@ -10,6 +10,7 @@ import pytest
 from proxy.errors import SettingsError
 from proxy.settings import (
     UpstreamSpec,
+    inside,
     parse_size,
     settings_from_environ,
     settings_from_mapping,
@@ -129,3 +130,7 @@ def test_set_real_ip_from_takes_cidrs_and_addresses() -> None:
         with pytest.raises(SettingsError) as error:
             settings_from_mapping({"upstreams": "a=127.0.0.1:1", "set_real_ip_from": bad})
         assert error.value.key == "set_real_ip_from"
+    networks = settings.set_real_ip_from
+    assert inside("10.1.2.3", networks) and inside("::ffff:10.1.2.3", networks)
+    assert inside("fd12::1", networks) and not inside("11.0.0.1", networks)
+    assert not inside("unknown", networks)
