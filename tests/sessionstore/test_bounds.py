@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
 
-from sessionstore import MANAGER_KEY, Session, SessionManager
+from sessionstore import Session, SessionManager
 from sessionstore.backup_queue import Delete, Refresh, Write, joined
 from sessionstore.codec import transcoder_named
 from sessionstore.errors import SessionRateLimitError
@@ -21,30 +18,13 @@ from sessionstore.ids import make_session_id
 from tests.support.memcached import MemcachedProcess
 
 from .apps import Clock, make_app, settings_for
+from .clients import ClientFactory, Factory, get_as, manager_of, new_session
 from .faulty_servers import DelayingProxy
 from .stored import attributes_at, record_at, server_stat
 
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-Factory = Callable[..., MemcachedProcess]
 CLIENT = ipaddress.ip_address("192.0.2.1")
 
 
-def manager_of(client: Client) -> SessionManager:
-    return client.app[MANAGER_KEY]
-
-
-async def get_as(client: Client, session_id: str, path: str,
-                 params: dict[str, str] | None = None) -> ClientResponse:
-    client.session.cookie_jar.clear()
-    return await client.get(path, params=params, headers={"Cookie": f"JSESSIONID={session_id}"})
-
-
-async def new_session(client: Client, **attributes: str) -> str:
-    client.session.cookie_jar.clear()
-    response = await client.get("/put", params=attributes)
-    assert response.status == 200
-    return response.cookies["JSESSIONID"].value
 
 
 async def test_the_least_recently_used_session_is_pushed_out_and_loads_back(

@@ -13,11 +13,9 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from sessionstore import MANAGER_KEY, SessionManager
 from sessionstore.codec import Attributes
@@ -28,11 +26,8 @@ from tests.support.memcached import MemcachedProcess
 from tests.support.ports import free_port
 
 from .apps import make_app, settings_for
+from .clients import Client, ClientFactory, Factory, new_session
 from .stored import attributes_at
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-Factory = Callable[..., MemcachedProcess]
 
 
 class DnsAnswer:
@@ -74,13 +69,6 @@ async def dns_app(aiohttp_client: ClientFactory, answer: DnsAnswer, port: int,
     manager = client.app[MANAGER_KEY]
     assert manager.discovery is not None
     return client, manager, manager.discovery
-
-
-async def new_session(client: Client, **attributes: str) -> str:
-    client.session.cookie_jar.clear()
-    response = await client.get("/put", params=attributes)
-    assert response.status == 200
-    return response.cookies["JSESSIONID"].value
 
 
 async def visit(client: Client, session_id: str, path: str = "/show",

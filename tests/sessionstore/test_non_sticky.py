@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
 
-from sessionstore import MANAGER_KEY, SessionManager
 from tests.support.memcached import MemcachedProcess
 
 from .apps import make_app, settings_for
+from .clients import Client, ClientFactory, Factory, get_as, manager_of
 from .stored import attributes_at, put, record_at, server_stat
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-Factory = Callable[..., MemcachedProcess]
-
-
-def manager_of(client: Client) -> SessionManager:
-    return client.app[MANAGER_KEY]
-
-
-async def get_as(client: Client, session_id: str, path: str,
-                 params: dict[str, str] | None = None, method: str = "GET") -> ClientResponse:
-    client.session.cookie_jar.clear()
-    return await client.request(method, path, params=params,
-                                headers={"Cookie": f"JSESSIONID={session_id}"})
 
 
 async def two_nodes(aiohttp_client: ClientFactory, memcached_factory: Factory,

@@ -4,44 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
 
-from sessionstore import MANAGER_KEY, SessionManager
+from sessionstore import SessionManager
 from tests.support.memcached import MemcachedProcess
 
 from .apps import Clock, make_app, settings_for
+from .clients import ClientFactory, Factory, get_as, manager_of, new_session
 from .faulty_servers import DelayingProxy, SilentServer
 from .stored import attributes_at, put, raw_at, record_at, server_stat, ttl
-
-Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
-Factory = Callable[..., MemcachedProcess]
-
-
-def manager_of(client: Client) -> SessionManager:
-    return client.app[MANAGER_KEY]
 
 
 def cookie(session_id: str) -> dict[str, str]:
     return {"Cookie": f"JSESSIONID={session_id}"}
-
-
-async def get_as(client: Client, session_id: str, path: str,
-                 params: dict[str, str] | None = None) -> ClientResponse:
-    """A request carrying exactly this session cookie (the client's jar is emptied first)."""
-    client.session.cookie_jar.clear()
-    return await client.get(path, params=params, headers=cookie(session_id))
-
-
-async def new_session(client: Client, **attributes: str) -> str:
-    client.session.cookie_jar.clear()
-    response = await client.get("/put", params=attributes)
-    assert response.status == 200
-    return response.cookies["JSESSIONID"].value
 
 
 async def test_backup_after_change_and_digest_skip_when_unchanged(
