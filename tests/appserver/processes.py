@@ -151,3 +151,12 @@ async def attributes(server: AppServerProcess, tag: str, session_id: str) -> dic
     view = json.loads(response.body)
     assert view["session_id"] == session_id  # the same session, not a fresh one
     return dict(view["attributes"])
+
+
+def metric(text: str, name: str) -> float:
+    """One un-labelled sample of a Prometheus text page."""
+    for line in text.splitlines():
+        sample, _, value = line.partition(" ")
+        if sample == name:
+            return float(value)
+    raise KeyError(name)

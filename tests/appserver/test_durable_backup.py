@@ -20,21 +20,12 @@ from sessionstore.codec import decode_record, transcoder_named
 from tests.sessionstore.faulty_servers import DelayingProxy
 from tests.support.memcached import MemcachedProcess
 
-from .processes import AppServerProcess
+from .processes import AppServerProcess, metric
 
 CONCURRENT_POSTS = 600
 BLOB = "x" * 900_000  # with the posted entries, a session of ~0.9 MB
 JSON = {"Accept": "application/json"}
 NETWORK_DELAY = 0.02  # per memcached reply: one write of the session at a time is not enough
-
-
-def metric(text: str, name: str) -> float:
-    """One un-labelled sample of a Prometheus text page."""
-    for line in text.splitlines():
-        sample, _, value = line.partition(" ")
-        if sample == name:
-            return float(value)
-    raise KeyError(name)
 
 
 async def stored_attributes(server: MemcachedProcess, key: str) -> dict[str, object]:

@@ -18,7 +18,7 @@ import aiohttp
 
 from tests.support.memcached import MemcachedProcess
 
-from .processes import AppServerProcess
+from .processes import AppServerProcess, metric
 
 SESSIONS = 20
 SESSION_DATA = "d" * 40_000  # 20 sessions of 40 kB: a small part of an 8 MB memcached
@@ -62,15 +62,6 @@ async def flood_until_evicting(server: MemcachedProcess) -> int:
         writer.close()
         await writer.wait_closed()
     return sent
-
-
-def metric(text: str, name: str) -> float:
-    """One un-labelled sample of a Prometheus text page."""
-    for line in text.splitlines():
-        sample, _, value = line.partition(" ")
-        if sample == name:
-            return float(value)
-    raise KeyError(name)
 
 
 async def get_json(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> Any:
