@@ -44,9 +44,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
             loop=uvloop.new_event_loop())
 """
 
-# Each POST goes to the next of many sessions (one user rarely posts 16 times at once) and
-# sets one of five names to a new value: a changed session, so one backup per request.
-POST_SCRIPT = """
+_POST_SCRIPT = """
 wrk.method = "POST"
 local cookies = {%s}
 local n = 0
@@ -56,9 +54,20 @@ request = function()
     ["Content-Type"] = "application/x-www-form-urlencoded",
     ["Cookie"] = "JSESSIONID=" .. cookies[n %% #cookies + 1],
   }
-  return wrk.format(nil, nil, headers, "dataName=item" .. (n %% 5) .. "&dataValue=value" .. n)
+  return wrk.format(nil, nil, headers, %s)
 end
 """
+
+
+def wrk_post_script(cookies: list[str], body: str) -> str:
+    """A wrk Lua script: each POST goes to the next of `cookies`' sessions, with the form
+    body that the Lua expression `body` makes of the request number `n`."""
+    return _POST_SCRIPT % (", ".join(f'"{c}"' for c in cookies), body)
+
+
+# Each POST goes to the next of many sessions (one user rarely posts 16 times at once) and
+# sets one of five names to a new value: a changed session, so one backup per request.
+_FIVE_NAMES_BODY = '"dataName=item" .. (n % 5) .. "&dataValue=value" .. n'
 POST_SESSIONS = 64
 
 
@@ -217,7 +226,7 @@ def main() -> int:
         page_file.write_bytes(page)
         post_script = Path(scratch) / "post.lua"
         post_cookies = [fetch(page_url)[1] for _ in range(POST_SESSIONS)]
-        post_script.write_text(POST_SCRIPT % ", ".join(f'"{c}"' for c in post_cookies))
+        post_script.write_text(wrk_post_script(post_cookies, _FIVE_NAMES_BODY))
 
         common = {"duration": args.duration, "connections": args.connections}
         get = wrk("GET /test (existing session)", page_url, app_pid, cookie=cookie, **common)

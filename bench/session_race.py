@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from appserver_bench import REPO, Result, fetch, free_port, process, wrk
+from appserver_bench import REPO, Result, fetch, free_port, process, wrk, wrk_post_script
 
 SERVER = Path(__file__).resolve().with_name("session_race_server.py")
 VARIANTS = ("bare", "aiohttp-session", "sticky", "non-sticky", "appserver")
@@ -66,19 +66,9 @@ MEMCACHED_COMMANDS = {
     "delete_misses": "delete",
 }
 
-POST_SCRIPT = """
-wrk.method = "POST"
-local cookies = {%s}
-local n = 0
-request = function()
-  n = n + 1
-  local headers = {
-    ["Content-Type"] = "application/x-www-form-urlencoded",
-    ["Cookie"] = "JSESSIONID=" .. cookies[n %% #cookies + 1],
-  }
-  return wrk.format(nil, nil, headers, "dataName=x&dataValue=y" .. n)
-end
-"""
+# Sets the page's own "x" to a new value: the session keeps its 5 attributes and changes,
+# so every POST is a backup.
+POST_BODY = '"dataName=x&dataValue=y" .. n'
 
 
 class Goal(NamedTuple):
@@ -313,7 +303,7 @@ def main() -> int:
             variant.get_cookie = make_session(variant)
             cookies = [make_session(variant) for _ in range(POST_SESSIONS)]
             variant.post_script = scratch / f"post-{variant.name}.lua"
-            variant.post_script.write_text(POST_SCRIPT % ", ".join(f'"{c}"' for c in cookies))
+            variant.post_script.write_text(wrk_post_script(cookies, POST_BODY))
         print(
             f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds alternating; "
             f"one server process each (uvloop); {os.cpu_count()} CPUs shared with wrk and "
