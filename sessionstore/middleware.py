@@ -28,7 +28,6 @@ from .errors import (
     SessionTooLargeError,
     TooManySessionsError,
 )
-from .ids import url_parameter
 from .locking import HeldLock
 from .manager import SessionManager
 from .session import Session
@@ -111,8 +110,7 @@ async def get_session(request: web.Request) -> Session:
                               manager.settings.session_cookie_name)
     state.cookie_sent = requested is not None
     if requested is None:
-        requested = _id_from_path(request.path,
-                                  url_parameter(manager.settings.session_cookie_name))
+        requested = _id_from_path(request.path, manager.settings.session_url_parameter)
     path_qs = request.path_qs if manager.locks_by_uri else ""
     session, state.lock = await manager.open(requested, method=request.method, path_qs=path_qs)
     session.active_requests += 1  # until plan_save (or abandon) at the end of the request
@@ -134,7 +132,7 @@ def encode_url(request: web.Request, url: str) -> str:
         return url
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
     base = url[:cut]
-    parameter = url_parameter(state.manager.settings.session_cookie_name)
+    parameter = state.manager.settings.session_url_parameter
     if parameter in base:
         base = base[:base.index(parameter)]
     return f"{base}{parameter}{session.id}{url[cut:]}"

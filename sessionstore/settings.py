@@ -10,11 +10,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Literal, NoReturn, cast
 
 from .client_address import DEFAULT_TRUSTED_PROXIES, Network, parse_networks
 from .errors import SettingsError
-from .ids import ROUTE_PATTERN
+from .ids import ROUTE_PATTERN, url_parameter
 from .nodes import (
     DnsNodes,
     NodeListError,
@@ -146,6 +147,11 @@ class SessionStoreSettings:
             return parse_node_list(self.memcached_nodes)
         except NodeListError as exc:
             raise SettingsError("memcached_nodes", self.memcached_nodes, str(exc)) from None
+
+    @cached_property
+    def session_url_parameter(self) -> str:
+        """`;<cookie name in lower case>=`: where a URL carries the session id."""
+        return url_parameter(self.session_cookie_name)
 
     @property
     def trusted_networks(self) -> tuple[Network, ...]:
