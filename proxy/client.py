@@ -49,8 +49,6 @@ class ClientConnection(Relay):
         super().__init__(forwarder)
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = b""
-        # host:port the client reached: the Host of an HTTP/1.0 request that has none.
-        self.server_host = b""
         self.real_ip_header: bytes | None = None
         self.forwarded_tail = b""
         self.target_parts: list[bytes] = []
@@ -74,10 +72,6 @@ class ClientConnection(Relay):
         self.real_ip_header = (
             forwarder.real_ip_header if trusted and inside(ip.decode(), trusted) else None
         )
-        local = transport.get_extra_info("sockname")
-        if isinstance(local, tuple):
-            host = f"[{local[0]}]" if ":" in local[0] else local[0]
-            self.server_host = f"{host}:{local[1]}".encode()
         # The end of every lean request head for the upstream (after X-Forwarded-Host).
         self.forwarded_tail = b"".join(
             (
@@ -246,7 +240,7 @@ class ClientConnection(Relay):
                 upgrade=parser.should_upgrade(),
                 client_ip=self.client_ip,
                 max_body_size=settings.client_max_body_size,
-                default_host=self.server_host,
+                default_host=self.server_host() if version == "1.0" else b"",
                 real_ip_header=self.real_ip_header,
             )
             ex.prepared = prepared
@@ -267,6 +261,14 @@ class ClientConnection(Relay):
             self.queue.append(ex)
             self.paused_for_queue = True
             self.update_reading()
+
+    def server_host(self) -> bytes:
+        """host:port the client reached: the Host of an HTTP/1.0 request that has none."""
+        local = self.transport.get_extra_info("sockname") if self.transport else None
+        if not isinstance(local, tuple):
+            return b""
+        host = f"[{local[0]}]" if ":" in local[0] else local[0]
+        return f"{host}:{local[1]}".encode()
 
     def _fast_request(self, method: bytes, target: bytes, block: bytes) -> None:
         """A request the fast path parsed itself: same checks, no parser callbacks."""
