@@ -11,6 +11,8 @@ from aiohttp.test_utils import TestClient
 from sessionstore import MANAGER_KEY, SessionManager
 from tests.support.memcached import MemcachedProcess
 
+from .apps import make_app, settings_for
+
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
 Factory = Callable[..., MemcachedProcess]
@@ -34,3 +36,16 @@ async def new_session(client: Client, **attributes: str) -> str:
     response = await client.get("/put", params=attributes)
     assert response.status == 200
     return response.cookies["JSESSIONID"].value
+
+
+async def crosswise_pair(aiohttp_client: ClientFactory, memcached_factory: Factory,
+                         **app2_settings: object
+                         ) -> tuple[MemcachedProcess, MemcachedProcess, Client, Client]:
+    """Two hosts' memcached nodes n1, n2 and app servers app1, app2 assigned crosswise (app1
+    backs up to n2, app2 to n1), `app2_settings` added to app2's."""
+    n1, n2 = memcached_factory(), memcached_factory()
+    app1 = await aiohttp_client(make_app(settings_for(
+        n1.address, n2.address, jvm_route="app1", failover_nodes="n1")))
+    app2 = await aiohttp_client(make_app(settings_for(
+        n1.address, n2.address, jvm_route="app2", failover_nodes="n2", **app2_settings)))
+    return n1, n2, app1, app2

@@ -18,7 +18,7 @@ from sessionstore.ids import make_session_id
 from tests.support.memcached import MemcachedProcess
 
 from .apps import Clock, make_app, settings_for
-from .clients import ClientFactory, Factory, get_as, manager_of, new_session
+from .clients import ClientFactory, Factory, crosswise_pair, get_as, manager_of, new_session
 from .faulty_servers import DelayingProxy
 from .stored import attributes_at, record_at, server_stat
 
@@ -193,11 +193,7 @@ async def test_an_invalidation_waits_for_the_write_in_flight(
 
 async def test_an_empty_session_whose_server_died_gets_a_fresh_id_elsewhere(
         aiohttp_client: ClientFactory, memcached_factory: Factory) -> None:
-    n1, n2 = memcached_factory(), memcached_factory()
-    app1 = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app1", failover_nodes="n1")))
-    app2 = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app2", failover_nodes="n2")))
+    *_, app1, app2 = await crosswise_pair(aiohttp_client, memcached_factory)
     empty = (await (await app1.get("/show")).json())["id"]
     with_data = await new_session(app1, name="value")
     # app1 is gone for the client: app2 finds the one with data, never adopts the other.

@@ -11,7 +11,7 @@ from sessionstore import SessionManager
 from tests.support.memcached import MemcachedProcess
 
 from .apps import Clock, make_app, settings_for
-from .clients import ClientFactory, Factory, get_as, manager_of, new_session
+from .clients import ClientFactory, Factory, crosswise_pair, get_as, manager_of, new_session
 from .faulty_servers import DelayingProxy, SilentServer
 from .stored import attributes_at, put, raw_at, record_at, server_stat, ttl
 
@@ -122,11 +122,7 @@ async def test_new_sessions_spread_evenly_over_n_nodes(
 
 async def test_take_over_by_another_route_keeps_every_attribute(
         aiohttp_client: ClientFactory, memcached_factory: Factory) -> None:
-    n1, n2 = memcached_factory(), memcached_factory()
-    app1 = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app1", failover_nodes="n1")))
-    app2 = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app2", failover_nodes="n2")))
+    n1, n2, app1, app2 = await crosswise_pair(aiohttp_client, memcached_factory)
     session_id = await new_session(app1, first="1", second="2")
     await app1.get("/append", params={"item": "x"})
     assert session_id.endswith("-n2.app1")  # app1 backs up to the other host's node
@@ -263,11 +259,8 @@ async def test_unstorable_value_is_refused_when_set(
 
 async def test_msgpack_transcoder_and_reading_json_records(
         aiohttp_client: ClientFactory, memcached_factory: Factory) -> None:
-    n1, n2 = memcached_factory(), memcached_factory()
-    json_app = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app1", failover_nodes="n1")))
-    msgpack_app = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app2", failover_nodes="n2", transcoder="msgpack")))
+    n1, _, json_app, msgpack_app = await crosswise_pair(
+        aiohttp_client, memcached_factory, transcoder="msgpack")
     session_id = await new_session(json_app, name="välue")
     response = await get_as(msgpack_app, session_id, "/put", {"more": "1"})
     new_id = response.cookies["JSESSIONID"].value
@@ -459,11 +452,7 @@ async def test_concurrent_requests_never_hide_an_in_place_change(
 
 async def test_a_session_taken_over_elsewhere_is_reloaded_not_served_stale(
         aiohttp_client: ClientFactory, memcached_factory: Factory) -> None:
-    n1, n2 = memcached_factory(), memcached_factory()
-    app1 = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app1", failover_nodes="n1")))
-    app2 = await aiohttp_client(make_app(settings_for(
-        n1.address, n2.address, jvm_route="app2", failover_nodes="n2")))
+    *_, app1, app2 = await crosswise_pair(aiohttp_client, memcached_factory)
     session_id = await new_session(app1, step="1")
     response = await get_as(app2, session_id, "/put", {"step": "2"})  # app1 seemed down
     taken_over = response.cookies["JSESSIONID"].value
