@@ -5,6 +5,21 @@ environment variables (`LISTEN`, `UPSTREAMS`, `POLICY`, ... every setting in
 upper case). Upstreams are `name=host:port` with nginx's optional ` weight=N`.
 The status dashboard is `<status_prefix>/status`, its data
 `<status_prefix>/status.json`, Prometheus text `<status_prefix>/metrics`.
+
+Layout, imports pointing down (tests/proxy/test_layering.py checks it):
+    server.py      listener, ticker, health checks, discovery, graceful close
+    client.py      asyncio edge of a client connection + the lean request path
+    request.py     requests the lean path does not take (httptools, fast path)
+    response.py    ResponseRelay: responses back to the client (lean one included)
+    relay.py       Relay: one connection's exchanges, upstream choice, retries
+    pool.py        upstream connections: connect, keep idle, expire (aiohttp's connector)
+    upstream.py    asyncio edge of an upstream connection; reports to a ResponseSink
+    discovery.py   dns: upstreams, the loop; membership.py its pure part
+    status.py      status page, JSON, metrics and the snapshot they render
+    records.py     Upstream, UpstreamSet, Exchange, Shared, ResponseSink, UpstreamLink
+    pure below:    balancer, checker, health, message, wire, stats, settings, errors
+A lean GET: client.py (request) -> wire, balancer, records -> upstream.py (response)
+-> response.py (written back).
 """
 
 from proxy.checker import check_upstream

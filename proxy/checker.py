@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.discovery import address_text, health_answer_complete, parse_health_answer
+from proxy.membership import address_text, health_answer_complete, parse_health_answer
 from proxy.settings import UpstreamSpec
 
 

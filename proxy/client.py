@@ -1,78 +1,62 @@
-"""The client side of forwarding: one downstream connection and its requests.
+"""The client side's asyncio edge: one downstream connection, and the lean path.
 
-Requests are taken whole by the lean path (lean.py) or the fast path when they
-are plain and arrive in one read, else parsed by httptools' llhttp parser;
-they are checked (size limits, framing, bad input gives a 4xx) and handed to
-the exchange machinery of `Relay` (relay.py), which forwards and answers them.
+A plain body-less request whole in one read (LEAN_REQUEST, wire.py) is taken
+here with no parser callbacks, no per-header objects and, once warm, no new
+exchange: `take_request` does what dispatching does when a pooled upstream
+connection is at hand; its response comes back through `ResponseRelay.lean_response`
+(response.py). Everything else goes to the connection's `RequestParser`
+(request.py); the exchange state is the connection's `Relay` (relay.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TYPE_CHECKING, cast
-
-import httptools
+import re
+from time import perf_counter
+from typing import cast
 
 from proxy.balancer import route_of_request
-from proxy.errors import BadRequestError
-from proxy.exchange import Exchange
-from proxy.lean import take_request
-from proxy.message import error_response, prepare_request
+from proxy.message import BODYLESS_REQUEST
+from proxy.records import Exchange, Shared
 from proxy.relay import Relay
+from proxy.request import RequestParser
+from proxy.response import ResponseRelay
 from proxy.settings import inside
 from proxy.wire import (
     BODY_OR_UPGRADE,
-    CHUNK_END,
-    HEADER_FIELD,
+    COOKIE_VALUES,
     LEAN_REQUEST,
     LEAN_REQUEST_MAX,
-    MAX_HEADER_BYTES,
-    MAX_TARGET,
-    OTHER_PROTOCOL,
     SIMPLE_REQUEST,
     WRITE_HIGH,
 )
 
-if TYPE_CHECKING:
-    from proxy.forward import Forwarder
 
-logger = logging.getLogger("proxy")
+class ClientConnection(asyncio.Protocol):
+    """One downstream connection: reads requests, hands them on, applies flow control."""
 
-_BODY_BUFFER_HIGH = 256 * 1024
+    # Made once the connection is (connection_made): nothing runs before that.
+    relay: Relay
+    request: RequestParser
 
-
-class ClientConnection(Relay):
-    """One downstream connection: parses requests, forwards them, writes responses."""
-
-    def __init__(self, forwarder: Forwarder) -> None:
-        super().__init__(forwarder)
-        self.parser = httptools.HttpRequestParser(self)
-        self.client_ip = b""
-        self.real_ip_header: bytes | None = None
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        # The end of every lean request head for the upstream (after X-Forwarded-Host).
         self.forwarded_tail = b""
-        self.target_parts: list[bytes] = []
-        self.target_size = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.in_head = True
-        self.parsing: Exchange | None = None
-        self.to_dispatch: Exchange | None = None
 
     # -- asyncio callbacks -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
+        shared = self.shared
+        relay = self.relay = Relay(shared, transport)
+        relay.sink = ResponseRelay(relay)
         peer = transport.get_extra_info("peername")
-        ip = self.client_ip = (peer[0] if peer else "unknown").encode()
-        forwarder = self.forwarder
-        trusted = forwarder.settings.set_real_ip_from
-        # Set only for a peer that may name the client (nginx's set_real_ip_from).
-        self.real_ip_header = (
-            forwarder.real_ip_header if trusted and inside(ip.decode(), trusted) else None
-        )
-        # The end of every lean request head for the upstream (after X-Forwarded-Host).
+        ip = (peer[0] if peer else "unknown").encode()
+        trusted = shared.settings.set_real_ip_from
+        # Only a peer inside set_real_ip_from may name the client (nginx's real_ip module).
+        real_ip_header = shared.real_ip_header if trusted and inside(ip.decode(), trusted) else None
+        self.request = RequestParser(relay, ip, real_ip_header)
         self.forwarded_tail = b"".join(
             (
                 b"\r\nX-Forwarded-For: ",
@@ -82,301 +66,166 @@ class ClientConnection(Relay):
                 b"\r\n\r\n",
             )
         )
-        forwarder = self.forwarder
-        forwarder.connections.add(self)
-        self.read_deadline = forwarder.now + forwarder.settings.client_header_timeout
+        shared.clients.add(self)
+        relay.read_deadline = shared.now + shared.settings.client_header_timeout
 
     def data_received(self, data: bytes) -> None:
-        tunnel = self.tunnel_to
+        relay = self.relay
+        tunnel = relay.tunnel_to
         if tunnel is not None:
-            tunnel.read_deadline = self.forwarder.now + self.forwarder.read_timeout
+            tunnel.read_deadline = self.shared.now + self.shared.read_timeout
             tunnel.send(data)
             return
-        if self.closing:
+        if relay.closing:
             return
-        if self.in_head and not self.header_bytes and self.active is None:
-            # The lean path: a whole plain request, nothing after it.
+        request = self.request
+        if request.in_head and not request.header_bytes and relay.active is None:
             if len(data) <= LEAN_REQUEST_MAX:
                 match = LEAN_REQUEST.fullmatch(data)
-                if match is not None and take_request(self, data, match):
+                if match is not None and self.take_request(relay, data, match):
                     return
             # Fast path: one whole body-less request in one read, nothing after it.
             match = SIMPLE_REQUEST.fullmatch(data)
             if match is not None and BODY_OR_UPGRADE.search(data, match.start(3)) is None:
-                try:
-                    self._fast_request(match.group(1), match.group(2), match.group(3))
-                except BadRequestError as error:
-                    self.reject(error.status, error.reason)
+                request.take_simple(match.group(1), match.group(2), match.group(3))
                 return
-        if self.in_head:
-            self.header_bytes += len(data)
-            # llhttp also takes RTSP and ICE request lines; this proxy speaks HTTP only.
-            if (b"TSP/" in data or b"ICE/" in data) and OTHER_PROTOCOL.search(data):
-                self.reject(400, "not an HTTP request")
-                return
+        request.feed(data)
+
+    def take_request(self, relay: Relay, data: bytes, match: re.Match[bytes]) -> bool:
+        """The common request, taken whole: `match` (LEAN_REQUEST) checked it and found
+        Host; the head for the upstream is the request, less its `Connection: keep-alive`
+        line if any, plus the X-Forwarded-* lines. What Relay.dispatch and Relay.attach
+        do, inline, when a pooled connection is at hand.
+
+        False leaves the request to the other paths.
+        """
+        method, target, keep_alive_a, host, host_b, keep_alive_b = match.groups()
+        shared = self.shared
+        if target.startswith(shared.status_prefix):
+            return False
+        ex = relay.spare
+        if ex is None:
+            ex = Exchange(method, target, True, True)
+            ex.prepared = BODYLESS_REQUEST
+            ex.request_complete = True
+            head_only = ex.head_only
         else:
-            self.read_deadline = self.forwarder.now + self.forwarder.settings.client_body_timeout
-        try:
-            self.parser.feed_data(data)
-            ex = self.to_dispatch
-            if ex is not None:
-                self.to_dispatch = None
-                if ex is self.active and not self.closing:
-                    self._dispatch(ex)
-        except httptools.HttpParserUpgrade as upgrade:
-            # Bytes after an upgrade request belong to the tunnel, once the upstream agrees.
-            rest = data[upgrade.args[0] :]
-            ex = self.to_dispatch
-            if ex is not None:
-                self.to_dispatch = None
-                if ex is self.active and not self.closing:
-                    self._dispatch(ex)
-            ex = self.active
-            if ex is not None and not ex.tunnel:
-                self.paused_for_upstream = True
-                self.update_reading()
-            if ex is not None and rest:
-                if ex.tunnel and ex.conn is not None:
-                    ex.conn.send(rest)
-                else:
-                    ex.body_chunks.append(rest)
-            return
-        except httptools.HttpParserInvalidMethodError:
-            self.reject(400, "invalid method")
-            return
-        except httptools.HttpParserError as error:
-            cause = error.__context__
-            if isinstance(cause, BadRequestError):
-                self.reject(cause.status, cause.reason)
-            elif not self.closing:
-                if cause is not None:
-                    logger.error("bug while handling a request", exc_info=cause)
-                self.reject(400, str(error) or "malformed request")
-            return
-        # Headers still incomplete after this many bytes: nginx's 431/400 case.
-        if self.in_head and self.header_bytes > MAX_HEADER_BYTES and not self.closing:
-            self.reject(431, "request header too large")
+            # Only what a lean exchange changes needs resetting (see lean_response).
+            relay.spare = None
+            ex.method = method
+            ex.target = target
+            ex.head_only = head_only = method == b"HEAD"
+            ex.route = None
+            ex.sent = ex.response_started = False
+            ex.started = perf_counter()
+        if host is None:
+            host = host_b
+            keep_alive_line = 6 if keep_alive_b is not None else 0
+        else:
+            keep_alive_line = 3 if keep_alive_a is not None else 0
+        if keep_alive_line:
+            start, stop = match.span(keep_alive_line)
+            head = b"".join(
+                (data[:start], data[stop:-2], b"X-Forwarded-Host: ", host, self.forwarded_tail)
+            )
+        else:
+            head = b"".join((data[:-2], b"X-Forwarded-Host: ", host, self.forwarded_tail))
+        ex.head = head
+        ex.lean = not head_only
+        route = None
+        if shared.sticky and (shared.cookie_marker in data or b";" in target):
+            cookies = [value.decode("latin-1") for value in COOKIE_VALUES.findall(data)]
+            route = ex.route = route_of_request(
+                target.decode("latin-1"), cookies, shared.cookie_name
+            )
+        relay.read_deadline = 0.0
+        relay.active = ex
+        if not shared.tries_limit:
+            relay.fail(ex, 502, "no upstream left to try")
+            return True
+        name = shared.balancer.choose(route)
+        if name is None:
+            relay.fail(ex, 502, "no live upstreams")
+            return True
+        upstream = ex.upstream = shared.upstreams[name]
+        upstream.stats.active += 1
+        idle = upstream.idle
+        if not idle or idle[-1].closed:
+            relay.send_to(ex, upstream)
+            return True
+        conn = ex.conn = idle.pop()
+        conn.reused = True
+        conn.attach(relay.sink, shared.now + shared.read_timeout)
+        conn.send(head)
+        ex.sent = True
+        if relay.paused_for_upstream:
+            relay.paused_for_upstream = False
+            relay.update_reading()
+        return True
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        self.forwarder.connections.discard(self)
-        for ex in (self.active, *self.queue):
+        self.shared.clients.discard(self)
+        relay = self.relay
+        relay.closing = True
+        for ex in (relay.active, *relay.queue):
             if ex is not None and ex.conn is not None:
-                self._drop_upstream(ex, reusable=False)
-        tunnel = self.tunnel_to
-        if tunnel is not None:
-            tunnel.close()
-        self.active = None
-        self.queue.clear()
+                relay.drop_upstream(ex, reusable=False)
+        if relay.tunnel_to is not None:
+            relay.tunnel_to.close()
+        relay.active = None
+        relay.queue.clear()
 
     def pause_writing(self) -> None:
         # A client that reads slowly answers for itself (send_timeout): the upstream we
         # stop reading from is not late meanwhile.
-        self.writing_paused = True
-        self.send_deadline = self.forwarder.now + self.forwarder.settings.send_timeout
-        ex = self.active
-        conn = ex.conn if ex is not None else self.tunnel_to
-        if conn is not None and conn.transport is not None and not conn.closed:
-            conn.read_deadline = 0.0
-            conn.transport.pause_reading()
+        relay = self.relay
+        relay.writing_paused = True
+        relay.send_deadline = self.shared.now + self.shared.settings.send_timeout
+        ex = relay.active
+        conn = ex.conn if ex is not None else relay.tunnel_to
+        if conn is not None:
+            conn.pause_reading()
 
     def resume_writing(self) -> None:
-        self.writing_paused = False
-        self.send_deadline = 0.0
-        ex = self.active
-        conn = ex.conn if ex is not None else self.tunnel_to
-        if conn is not None and conn.transport is not None and not conn.closed:
-            conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
-            conn.transport.resume_reading()
+        relay = self.relay
+        relay.writing_paused = False
+        relay.send_deadline = 0.0
+        ex = relay.active
+        conn = ex.conn if ex is not None else relay.tunnel_to
+        if conn is not None:
+            conn.resume_reading(self.shared.now + self.shared.read_timeout)
 
-    # -- httptools callbacks ---------------------------------------------------
-    def on_message_begin(self) -> None:
-        if self.active is None:
-            self.read_deadline = self.forwarder.now + self.forwarder.settings.client_header_timeout
+    # -- used by the server ----------------------------------------------------
+    # -- used by the server (only for connections made) ------------------------
+    @property
+    def busy(self) -> bool:
+        """An exchange is under way (a graceful shutdown waits for it)."""
+        return self.relay.active is not None
 
-    def on_url(self, url: bytes) -> None:
-        self.target_size += len(url)
-        if self.target_size > MAX_TARGET:
-            raise BadRequestError(414, "request line too long")
-        self.target_parts.append(url)
+    @property
+    def closing(self) -> bool:
+        return self.relay.closing
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+    def close(self) -> None:
+        self.relay.close()
 
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        self.in_head = False
-        if self.header_bytes > MAX_HEADER_BYTES:
-            # Counted reads may include body bytes: measure the head exactly.
-            size = sum(len(name) + len(value) + 4 for name, value in self.headers)
-            if size > MAX_HEADER_BYTES:
-                raise BadRequestError(431, "request header too large")
-        self.header_bytes = 0
-        forwarder = self.forwarder
-        settings = forwarder.settings
-        self.read_deadline = forwarder.now + settings.client_body_timeout
-        parts = self.target_parts
-        target = parts[0] if len(parts) == 1 else b"".join(parts)
-        headers = self.headers
-        self.target_parts = []
-        self.target_size = 0
-        self.headers = []
-        version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            raise BadRequestError(505, f"HTTP/{version} is not supported")
-        ex = Exchange(parser.get_method(), target, version == "1.1", parser.should_keep_alive())
-        self.parsing = ex
-        if target.startswith(forwarder.status_prefix):
-            ex.local = True
-        else:
-            prepared = prepare_request(
-                ex.method,
-                target,
-                headers,
-                http_version=version,
-                upgrade=parser.should_upgrade(),
-                client_ip=self.client_ip,
-                max_body_size=settings.client_max_body_size,
-                default_host=self.server_host() if version == "1.0" else b"",
-                real_ip_header=self.real_ip_header,
-            )
-            ex.prepared = prepared
-            ex.head = prepared.head
-            ex.lean = ex.http11 and ex.keep_alive and not ex.head_only and not prepared.upgrade
-            if forwarder.sticky:
-                ex.route = route_of_request(
-                    target.decode("latin-1"), prepared.cookies, settings.session_cookie_name
-                )
-            ex.expect_continue = prepared.expect_continue and ex.http11
-        if self.active is None:
-            self.active = ex
-            if not ex.local:
-                # Dispatched once this read is parsed, so that body bytes that came with
-                # the head are checked (client_max_body_size) before anything is sent.
-                self.to_dispatch = ex
-        else:
-            self.queue.append(ex)
-            self.paused_for_queue = True
-            self.update_reading()
-
-    def server_host(self) -> bytes:
-        """host:port the client reached: the Host of an HTTP/1.0 request that has none."""
-        local = self.transport.get_extra_info("sockname") if self.transport else None
-        if not isinstance(local, tuple):
-            return b""
-        host = f"[{local[0]}]" if ":" in local[0] else local[0]
-        return f"{host}:{local[1]}".encode()
-
-    def _fast_request(self, method: bytes, target: bytes, block: bytes) -> None:
-        """A request the fast path parsed itself: same checks, no parser callbacks."""
-        headers = HEADER_FIELD.findall(block)
-        if len(block) > MAX_HEADER_BYTES:
-            raise BadRequestError(431, "request header too large")
-        if len(target) > MAX_TARGET:
-            raise BadRequestError(414, "request line too long")
-        forwarder = self.forwarder
-        ex = Exchange(method, target, True, True)
-        ex.request_complete = True
-        self.read_deadline = 0.0
-        self.active = ex
-        if target.startswith(forwarder.status_prefix):
-            ex.local = True
-            for name, value in headers:
-                if name.lower() == b"connection" and b"close" in value.lower():
-                    ex.keep_alive = False
-            self._answer_locally(ex)
-            return
-        settings = forwarder.settings
-        prepared = prepare_request(
-            method,
-            target,
-            headers,
-            http_version="1.1",
-            upgrade=False,
-            client_ip=self.client_ip,
-            max_body_size=settings.client_max_body_size,
-            real_ip_header=self.real_ip_header,
-        )
-        ex.prepared = prepared
-        ex.head = prepared.head
-        ex.keep_alive = not prepared.close_requested
-        ex.lean = ex.keep_alive and not ex.head_only
-        if forwarder.sticky:
-            ex.route = route_of_request(
-                target.decode("latin-1"), prepared.cookies, settings.session_cookie_name
-            )
-        self._dispatch(ex)
-
-    def on_body(self, body: bytes) -> None:
-        ex = self.parsing
-        if ex is None or ex.local:
-            return
-        ex.body_size += len(body)
-        limit = self.forwarder.settings.client_max_body_size
-        if limit and ex.body_size > limit:
-            raise BadRequestError(413, "request body larger than client_max_body_size")
-        assert ex.prepared is not None
-        chunk = b"%x\r\n%b\r\n" % (len(body), body) if ex.prepared.chunked else body
-        conn = ex.conn
-        if conn is not None and ex is self.active:
-            conn.send(chunk)
-        else:
-            ex.body_chunks.append(chunk)
-            ex.buffered += len(chunk)
-            if ex.buffered > _BODY_BUFFER_HIGH:
-                self.paused_for_upstream = True
-                self.update_reading()
-
-    def on_message_complete(self) -> None:
-        ex = self.parsing
-        self.parsing = None
-        self.in_head = True
-        if ex is None:
-            return
-        ex.request_complete = True
-        if ex is self.active:
-            self.read_deadline = 0.0
-            if ex.conn is not None and not self.writing_paused:
-                ex.conn.read_deadline = self.forwarder.now + self.forwarder.read_timeout
-        if ex.local:
-            if ex is self.active:
-                self._answer_locally(ex)
-            return
-        assert ex.prepared is not None
-        if ex.prepared.chunked:
-            conn = ex.conn
-            if conn is not None and ex is self.active:
-                conn.send(CHUNK_END)
-            else:
-                ex.body_chunks.append(CHUNK_END)
-
-    # -- bad and slow clients --------------------------------------------------
-    def reject(self, status: int, reason: str) -> None:
-        """Answer a bad request with a 4xx and close: nothing of it is forwarded."""
-        self.to_dispatch = None
-        ex = self.active
-        if ex is not None and ex.conn is not None:
-            self._drop_upstream(ex, reusable=False)
-        if ex is not None and ex.response_started:
-            self.close()
-            return
-        self.write(error_response(status, reason))
-        self.close()
+    def abort(self) -> None:
+        self.relay.transport.abort()
 
     def expire(self, now: float) -> None:
-        if self.read_deadline and now > self.read_deadline:
-            self.read_deadline = 0.0
-            ex = self.active
+        relay, request = self.relay, self.request
+        if relay.read_deadline and now > relay.read_deadline:
+            relay.read_deadline = 0.0
+            ex = relay.active
             if ex is not None and ex.response_started:
-                self.close()
-            elif self.in_head and self.parsing is None and not self.header_bytes:
-                self.close()  # idle keep-alive connection: nothing to say
+                relay.close()
+            elif request.in_head and request.parsing is None and not request.header_bytes:
+                relay.close()  # idle keep-alive connection: nothing to say
             else:
-                self.reject(408, "client too slow")
-        if self.send_deadline and now > self.send_deadline:
-            self.send_deadline = 0.0
-            if self.transport is not None:
-                self.transport.abort()
+                request.reject(408, "client too slow")
+        if relay.send_deadline and now > relay.send_deadline:
+            relay.send_deadline = 0.0
+            relay.transport.abort()

@@ -1,4 +1,6 @@
-"""The running proxy: listening socket, upstream set, ticker and health checkers."""
+"""The running proxy: the listening socket, the ticker, health checks, discovery, and a
+graceful shutdown. The top of the I/O layer: it builds the records and the pool and
+hands each accepted connection a `ClientConnection` (client.py)."""
 
 from __future__ import annotations
 
@@ -9,139 +11,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from proxy.balancer import Balancer
 from proxy.checker import check_upstream
 from proxy.client import ClientConnection
-from proxy.forward import Forwarder
-from proxy.health import EventLog, UpstreamHealth
-from proxy.message import simple_response
-from proxy.resolver import Resolver, UpstreamDiscovery, getaddrinfo_resolver
-from proxy.settings import ProxySettings, UpstreamSpec
-from proxy.stats import UpstreamStats
-from proxy.status import clock_text, render_html, render_json, render_metrics
-from proxy.upstream import UpstreamConnection
+from proxy.discovery import Resolver, UpstreamDiscovery, getaddrinfo_resolver
+from proxy.pool import ConnectionPool
+from proxy.records import Shared, Upstream, UpstreamSet
+from proxy.settings import ProxySettings
+from proxy.status import StatusPages, snapshot
 
+# Seconds between looks at every deadline (a plain float per connection, no timers).
 _TICK = 0.1
-
-
-class Upstream:
-    """One app server: its health, statistics and idle keep-alive connections."""
-
-    __slots__ = ("health", "idle", "spec", "stats")
-
-    def __init__(self, spec: UpstreamSpec, health: UpstreamHealth) -> None:
-        self.spec = spec
-        self.health = health
-        self.stats = UpstreamStats()
-        self.idle: list[UpstreamConnection] = []
-
-
-class UpstreamSet:
-    """Every upstream, the balancer over them, and the views the status pages show."""
-
-    def __init__(self, settings: ProxySettings, clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.events = EventLog()
-        self.by_name: dict[str, Upstream] = {}
-        for spec in settings.upstreams:
-            health = UpstreamHealth(
-                spec.name,
-                log=self.events,
-                max_fails=settings.max_fails,
-                fail_timeout=settings.fail_timeout,
-                fall=settings.fall,
-                rise=settings.rise,
-            )
-            self.by_name[spec.name] = Upstream(spec, health)
-        self.balancer = Balancer(
-            [(spec.name, spec.weight) for spec in settings.upstreams],
-            policy=settings.policy,
-            health_of=lambda name: self.by_name[name].health,
-        )
-        self.client_connections: Callable[[], int] = lambda: 0
-        self.retries: Callable[[], int] = lambda: 0
-        self.discovery_status: Callable[[], dict[str, Any]] = dict  # dns: upstreams only
-        self._status = settings.status_prefix.encode()
-
-    def note_failure(self, upstream: Upstream, cause: str) -> None:
-        """Hook for failures seen while forwarding (the health state already has them)."""
-
-    def snapshot(self) -> dict[str, Any]:
-        now = self.clock()
-        upstreams = []
-        for upstream in self.by_name.values():
-            stats = upstream.stats
-            p50 = stats.percentile(0.5)
-            p99 = stats.percentile(0.99)
-            up = upstream.health.available(now)
-            upstreams.append(
-                {
-                    "name": upstream.spec.name,
-                    "address": upstream.spec.address,
-                    "weight": upstream.spec.weight,
-                    "state": upstream.health.state(now),
-                    "up": up,
-                    "reason": upstream.health.reason if not up else "",
-                    "active": stats.active,
-                    "idle_connections": len(upstream.idle),
-                    "requests": stats.requests,
-                    "failures": stats.failures,
-                    "retries": stats.retries,
-                    "p50_ms": None if p50 is None else round(p50 * 1000, 3),
-                    "p99_ms": None if p99 is None else round(p99 * 1000, 3),
-                    "history": [[round(at, 1), count] for at, count in stats.history],
-                }
-            )
-        events = [
-            {
-                "time": event.at,
-                "upstream": event.upstream,
-                "change": event.change,
-                "reason": event.reason,
-                "text": event.describe(clock_text(event.at)),
-            }
-            for event in self.events
-        ]
-        return {
-            "policy": self.settings.policy,
-            "time": now,
-            "client_connections": self.client_connections(),
-            "retries": self.retries(),
-            "upstreams": upstreams,
-            "events": events,
-            **self.discovery_status(),
-        }
-
-    def local_response(self, method: bytes, target: bytes, keep_alive: bool) -> tuple[bytes, bool]:
-        """Answer for a request under the status prefix."""
-        path = target.split(b"?", 1)[0]
-        head_only = method == b"HEAD"
-        if method not in (b"GET", b"HEAD"):
-            body = b"only GET and HEAD here\n"
-            return simple_response(405, "text/plain", body, keep_alive=False), False
-        if path == self._status + b"/status.json":
-            content_type, body = "application/json", render_json(self.snapshot())
-        elif path == self._status + b"/metrics":
-            content_type = "text/plain; version=0.0.4; charset=utf-8"
-            body = render_metrics(self.snapshot())
-        elif path in (self._status + b"/status", self._status + b"/status/"):
-            content_type, body = (
-                "text/html; charset=utf-8",
-                render_html(self.settings.status_prefix),
-            )
-        else:
-            content_type, body = "text/plain", b"not found\n"
-            return (
-                simple_response(
-                    404, content_type, body, keep_alive=keep_alive, head_only=head_only
-                ),
-                keep_alive,
-            )
-        response = simple_response(
-            200, content_type, body, keep_alive=keep_alive, head_only=head_only
-        )
-        return response, keep_alive
 
 
 class ProxyServer:
@@ -157,69 +36,81 @@ class ProxyServer:
         self.settings = settings
         self._resolver = resolver
         self.upstreams = UpstreamSet(settings, clock)
+        self._discovery_status: Callable[[], dict[str, Any]] = dict  # dns: upstreams only
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._forwarder: Forwarder | None = None
+        self._shared: Shared | None = None
+        self._pool: ConnectionPool | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    def snapshot(self) -> dict[str, Any]:
+        """What status.json shows."""
+        shared = self._shared
+        return snapshot(
+            self.upstreams,
+            client_connections=len(shared.clients) if shared else 0,
+            retries=shared.retries if shared else 0,
+            **self._discovery_status(),
+        )
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        forwarder = Forwarder(
-            self.upstreams, status_prefix=self.settings.status_prefix.encode() + b"/"
+        settings = self.settings
+        pages = StatusPages(settings.status_prefix, self.snapshot)
+        shared = self._shared = Shared(
+            self.upstreams, local_response=pages.respond, now=loop.time()
         )
-        self._forwarder = forwarder
-        self.upstreams.client_connections = lambda: sum(
-            isinstance(conn, ClientConnection) for conn in forwarder.connections
-        )
-        self.upstreams.retries = lambda: forwarder.retries
+        shared.pool = self._pool = ConnectionPool(shared)
         self._server = await loop.create_server(
-            lambda: ClientConnection(forwarder),
-            self.settings.listen_host,
-            self.settings.listen_port,
+            lambda: ClientConnection(shared),
+            settings.listen_host,
+            settings.listen_port,
             reuse_address=True,
             backlog=1024,
         )
         self._tasks.append(loop.create_task(self._tick()))
-        if self.settings.health_interval > 0:
+        if settings.health_interval > 0:
             for upstream in self.upstreams.by_name.values():
                 self._tasks.append(loop.create_task(self._check(upstream)))
         # dns: upstreams come and go; their health checks run in the discovery task.
-        if self.settings.discovery is not None:
-            tries_for = self.settings.tries_for
+        if settings.discovery is not None:
 
             def routable_changed(count: int) -> None:
-                forwarder.tries_limit = tries_for(count)
+                shared.tries_limit = settings.tries_for(count)
 
             discovery = UpstreamDiscovery(
                 self.upstreams,
-                target=self.settings.discovery,
-                make_upstream=Upstream,
+                target=settings.discovery,
                 resolver=self._resolver,
                 on_change=routable_changed,
             )
-            self.upstreams.discovery_status = discovery.status
+            self._discovery_status = discovery.status
             self._tasks.append(loop.create_task(discovery.run()))
 
     async def _tick(self) -> None:
-        forwarder = self._forwarder
-        assert forwarder is not None
+        shared, pool = self._shared, self._pool
+        assert shared is not None and pool is not None
+        loop = asyncio.get_running_loop()
         next_second = time.monotonic() + 1.0
         upstreams = self.upstreams
         while True:
             await asyncio.sleep(_TICK)
-            forwarder.tick()
-            now = upstreams.clock()
+            now = shared.now = loop.time()
+            for client in list(shared.clients):
+                client.expire(now)
+            pool.expire(now)
+            wall = upstreams.clock()
             for upstream in upstreams.by_name.values():
                 if upstream.health.out_until:  # the end of a passive out-time, on time
-                    upstream.health.tick(now)
+                    upstream.health.tick(wall)
             if time.monotonic() >= next_second:
                 next_second += 1.0
                 for upstream in upstreams.by_name.values():
-                    upstream.stats.sample_second(now)
+                    upstream.stats.sample_second(wall)
 
     async def _check(self, upstream: Upstream) -> None:
         settings = self.settings
@@ -242,11 +133,27 @@ class ProxyServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._forwarder is not None:
-            await self._forwarder.close(grace)
+        if self._shared is not None:
+            await self._drain(self._shared, grace)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+    async def _drain(self, shared: Shared, grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        clients: set[ClientConnection] = shared.clients
+        for client in list(clients):
+            if not client.busy:
+                client.close()
+        # Polling (bounded by `grace`) keeps the hot path free of per-exchange signalling.
+        while loop.time() < deadline and any(not client.closing for client in clients):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._pool is not None:
+            self._pool.close()
+        for client in list(clients):
+            client.abort()
+        await asyncio.sleep(0)
 
     async def __aenter__(self) -> ProxyServer:
         await self.start()

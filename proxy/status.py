@@ -1,13 +1,94 @@
-"""The status page, its JSON and Prometheus metrics, rendered from one snapshot. Pure."""
+"""The status page, its JSON and Prometheus metrics: the snapshot of the upstreams they
+are rendered from, and the answers to requests under the status prefix. Pure."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from proxy.message import simple_response
+from proxy.records import UpstreamSet
+
 Snapshot = Mapping[str, Any]
+
+
+def snapshot(upstreams: UpstreamSet, **top: Any) -> dict[str, Any]:
+    """What status.json shows: every upstream and the recent events, plus `top`."""
+    now = upstreams.clock()
+    rows = []
+    for upstream in upstreams.by_name.values():
+        stats = upstream.stats
+        p50 = stats.percentile(0.5)
+        p99 = stats.percentile(0.99)
+        up = upstream.health.available(now)
+        rows.append(
+            {
+                "name": upstream.spec.name,
+                "address": upstream.spec.address,
+                "weight": upstream.spec.weight,
+                "state": upstream.health.state(now),
+                "up": up,
+                "reason": upstream.health.reason if not up else "",
+                "active": stats.active,
+                "idle_connections": len(upstream.idle),
+                "requests": stats.requests,
+                "failures": stats.failures,
+                "retries": stats.retries,
+                "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+                "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+                "history": [[round(at, 1), count] for at, count in stats.history],
+            }
+        )
+    events = [
+        {
+            "time": event.at,
+            "upstream": event.upstream,
+            "change": event.change,
+            "reason": event.reason,
+            "text": event.describe(clock_text(event.at)),
+        }
+        for event in upstreams.events
+    ]
+    return {
+        "policy": upstreams.settings.policy,
+        "time": now,
+        **top,
+        "upstreams": rows,
+        "events": events,
+    }
+
+
+class StatusPages:
+    """The proxy's own answers under `status_prefix`: the page, its JSON, the metrics."""
+
+    def __init__(self, prefix: str, current: Callable[[], Snapshot]) -> None:
+        self.prefix = prefix
+        self.current = current
+        self._status = prefix.encode()
+
+    def respond(self, method: bytes, target: bytes, keep_alive: bool) -> tuple[bytes, bool]:
+        """(the whole response, whether the connection stays open)."""
+        path = target.split(b"?", 1)[0]
+        head_only = method == b"HEAD"
+        if method not in (b"GET", b"HEAD"):
+            body = b"only GET and HEAD here\n"
+            return simple_response(405, "text/plain", body, keep_alive=False), False
+        status = 200
+        if path == self._status + b"/status.json":
+            content_type, body = "application/json", render_json(self.current())
+        elif path == self._status + b"/metrics":
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+            body = render_metrics(self.current())
+        elif path in (self._status + b"/status", self._status + b"/status/"):
+            content_type, body = "text/html; charset=utf-8", render_html(self.prefix)
+        else:
+            status, content_type, body = 404, "text/plain", b"not found\n"
+        response = simple_response(
+            status, content_type, body, keep_alive=keep_alive, head_only=head_only
+        )
+        return response, keep_alive
 
 
 def clock_text(at: float) -> str:

@@ -1,25 +1,22 @@
 """The upstream side of forwarding: one keep-alive connection to an app server.
 
 Responses are parsed by httptools' llhttp parser, or taken whole by the fast
-path; the head is rewritten from the raw bytes, the body handed to the client
-connection chunk by chunk. A full client write buffer pauses reading here.
+paths; the head is rewritten from the raw bytes, the body handed on chunk by
+chunk. Everything it learns goes to the `ResponseSink` attached for the current
+exchange (records.py); it never names the client side. A full client write
+buffer pauses reading here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 import httptools
 
-from proxy.lean import response_plan, take_response
-from proxy.wire import LEAN_RESPONSE, MAX_HEADER_BYTES, WRITE_HIGH, plain_response_head
-
-if TYPE_CHECKING:
-    from proxy.forward import Forwarder
-    from proxy.relay import Relay
-    from proxy.server import Upstream
+from proxy.records import ResponseSink, Shared, UpstreamLink
+from proxy.wire import LEAN_RESPONSE, MAX_HEADER_BYTES, WRITE_HIGH, lean_head, plain_response_head
 
 logger = logging.getLogger("proxy")
 
@@ -27,12 +24,14 @@ logger = logging.getLogger("proxy")
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream; carries one exchange at a time."""
 
-    def __init__(self, forwarder: Forwarder, upstream: Upstream) -> None:
-        self.forwarder = forwarder
-        self.upstream = upstream
+    def __init__(self, shared: Shared, idle: list[UpstreamLink], connections: set[Any]) -> None:
+        self.shared = shared
+        # The upstream's idle list and the pool's registry: a lost connection leaves both.
+        self.idle = idle
+        self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.client: Relay | None = None
+        self.sink: ResponseSink | None = None
         # Bytes of a response head that spans several reads.
         self.buffered = b""
         self.current = b""
@@ -47,98 +46,149 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_deadline = 0.0
         self.closed = False
 
+    # -- used by the client side ----------------------------------------------
+    def attach(self, sink: ResponseSink, read_deadline: float) -> None:
+        """Carry the next exchange, reporting to `sink`; the connection is between
+        responses (nothing buffered, not close-delimited)."""
+        self.sink = sink
+        self.got_bytes = False
+        self.until_close = False
+        self.awaiting_head = True
+        self.buffered = b""
+        self.head_start = 0
+        self.idle_deadline = 0.0
+        self.read_deadline = read_deadline
+
+    def detach(self) -> None:
+        self.sink = None
+        self.read_deadline = 0.0
+
+    def start_tunnel(self, client: asyncio.Transport) -> None:
+        """After a 101: bytes from here on go to `client` as they are."""
+        self.tunnel_to = client
+        self.read_deadline = 0.0
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def send_lines(self, chunks: list[bytes]) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(chunks)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.read_deadline = 0.0
+            self.transport.pause_reading()
+
+    def resume_reading(self, read_deadline: float = 0.0) -> None:
+        if self.transport is not None and not self.closed:
+            self.read_deadline = read_deadline
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.sink = None
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def expire(self, now: float) -> None:
+        if self.read_deadline and now > self.read_deadline:
+            self.read_deadline = 0.0
+            sink = self.sink
+            if sink is not None and self.tunnel_to is None:
+                sink.response_failed(self, "timeout", "upstream timed out (proxy_read_timeout)")
+            elif sink is not None:
+                sink.close()
+        if self.idle_deadline and now > self.idle_deadline and self.sink is None:
+            self.close()
+
     # -- asyncio callbacks -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH)
-        self.forwarder.connections.add(self)
+        self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is not None and self.awaiting_head and not self.buffered and not self.head_start:
+        sink = self.sink
+        if sink is not None and self.awaiting_head and not self.buffered and not self.head_start:
+            self.got_bytes = True
             # The lean path: a whole response with a plain head, in one read.
             match = LEAN_RESPONSE.match(data)
-            if match is not None:
-                self.got_bytes = True
-                if take_response(client, self, data, response_plan(match)):
-                    return
-        if self.tunnel_to is not None:
-            self.tunnel_to.write(data)
-            self.read_deadline = self.forwarder.now + self.forwarder.read_timeout
-            return
-        self.got_bytes = True
-        if self.client is None:
-            self.close()  # unsolicited bytes on an idle connection
-            return
-        self.read_deadline = self.forwarder.now + self.forwarder.read_timeout
-        client = self.client
-        if self.awaiting_head and not self.buffered and not self.head_start:
-            # Fast path: a whole, well-formed, sized response in one read (the common
-            # case for small answers) skips the parser and its callbacks.
+            if match is not None and sink.lean_response(self, data, lean_head(match)):
+                return
+            # Fast path: a whole, well-formed, sized response in one read skips the parser.
             end = data.find(b"\r\n\r\n")
             if (
                 end > 0
                 and plain_response_head(data, end)
-                and client.upstream_whole(self, int(data[9:12]), data[:end], data[end + 4 :])
+                and sink.whole_response(self, int(data[9:12]), data[:end], data[end + 4 :])
             ):
                 return
-        client.batch = []
+        if self.tunnel_to is not None:
+            self.tunnel_to.write(data)
+            self.read_deadline = self.shared.now + self.shared.read_timeout
+            return
+        self.got_bytes = True
+        if sink is None:
+            self.close()  # unsolicited bytes on an idle connection
+            return
+        self.read_deadline = self.shared.now + self.shared.read_timeout
+        sink.begin_read()
         self.current = data
         try:
             self.parser.feed_data(data)
             if self.awaiting_head:
                 self.buffered += data
                 if len(self.buffered) > MAX_HEADER_BYTES:
-                    client.upstream_failed(self, "error", "response header too large")
+                    sink.response_failed(self, "error", "response header too large")
         except httptools.HttpParserUpgrade as upgrade:
-            if self.client is not None and self.tunnel_to is not None:
+            if self.sink is not None and self.tunnel_to is not None:
                 rest = data[upgrade.args[0] :]
                 if rest:
-                    client.write(rest)  # after the 101 head, in the same batch
+                    sink.write(rest)  # after the 101 head, in the same batch
         except httptools.HttpParserError as error:
-            if self.client is not None:
-                self.client.upstream_failed(self, "error", f"invalid response: {error}")
+            if self.sink is not None:
+                self.sink.response_failed(self, "error", f"invalid response: {error}")
             if error.__context__ is not None:
                 logger.error("bug while handling a response", exc_info=error.__context__)
         finally:
-            client.flush()
+            sink.flush()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.forwarder.connections.discard(self)
-        idle = self.upstream.idle
-        if self in idle:
-            idle.remove(self)
-        client = self.client
-        self.client = None
-        if client is not None:
+        self.connections.discard(self)
+        if self in self.idle:
+            self.idle.remove(self)
+        sink = self.sink
+        self.sink = None
+        if sink is not None:
             if self.tunnel_to is not None:
-                client.close()
+                sink.close()
             elif self.until_close:
-                client.upstream_complete(self)
+                sink.response_complete(self)
             else:
                 cause = "connection reset" if exc is not None else "connection closed"
-                client.upstream_failed(self, "error", f"{cause} by upstream")
+                sink.response_failed(self, "error", f"{cause} by upstream")
 
     def pause_writing(self) -> None:
         # An upstream that stops taking the request body is the one late (nginx's
         # proxy_send_timeout, here proxy_read_timeout); the client we stop reading is not.
-        client = self.client
-        if client is not None:
-            self.read_deadline = self.forwarder.now + self.forwarder.read_timeout
-            client.pause_reading_for_upstream(True)
+        sink = self.sink
+        if sink is not None:
+            self.read_deadline = self.shared.now + self.shared.read_timeout
+            sink.upstream_paused(True)
 
     def resume_writing(self) -> None:
-        client = self.client
-        if client is not None:
-            forwarder = self.forwarder
-            complete = client.request_complete()
-            self.read_deadline = forwarder.now + forwarder.read_timeout if complete else 0.0
-            client.pause_reading_for_upstream(False)
+        sink = self.sink
+        if sink is not None:
+            complete = sink.request_complete()
+            self.read_deadline = self.shared.now + self.shared.read_timeout if complete else 0.0
+            sink.upstream_paused(False)
 
     # -- httptools callbacks ---------------------------------------------------
     # No on_status/on_header: the head is taken raw from the received bytes,
@@ -154,38 +204,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.awaiting_head = False
         self.buffered = b""
         self.head_start = 0
-        client = self.client
-        if client is not None:
-            client.upstream_head(self, status, raw[start:end])
+        sink = self.sink
+        if sink is not None:
+            sink.response_head(self, status, raw[start:end])
 
     def on_body(self, body: bytes) -> None:
-        client = self.client
-        if client is not None:
-            client.upstream_body(body)
+        sink = self.sink
+        if sink is not None:
+            sink.response_body(body)
 
     def on_message_complete(self) -> None:
-        client = self.client
-        if client is not None and self.tunnel_to is None:
-            client.upstream_complete(self)
-
-    # -- used by the client side ----------------------------------------------
-    def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def close(self) -> None:
-        self.client = None
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def expire(self, now: float) -> None:
-        if self.read_deadline and now > self.read_deadline:
-            self.read_deadline = 0.0
-            client = self.client
-            if client is not None and self.tunnel_to is None:
-                client.upstream_failed(self, "timeout", "upstream timed out (proxy_read_timeout)")
-            elif client is not None:
-                client.close()
-        if self.idle_deadline and now > self.idle_deadline and self.client is None:
-            self.close()
+        sink = self.sink
+        if sink is not None and self.tunnel_to is None:
+            sink.response_complete(self)

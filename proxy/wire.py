@@ -168,6 +168,23 @@ LEAN_RESPONSE = re.compile(
 )
 
 
+# What the lean path needs of a head LEAN_RESPONSE matched: (end of the head,
+# Content-Length, span of the Connection line to cut (0, 0 if none), whether the
+# upstream keeps the connection alive).
+LeanHead = tuple[int, int, int, int, bool]
+
+
+def lean_head(match: re.Match[bytes]) -> LeanHead:
+    """The LeanHead of a LEAN_RESPONSE match."""
+    _, length, line, keep, line_b, keep_b, length_b = match.groups()
+    if length is None:
+        length, line, keep, group = length_b, line_b, keep_b, 5
+    else:
+        group = 3
+    start, stop = match.span(group) if line is not None else (0, 0)
+    return match.end(), int(length), start, stop, line is None or keep is not None
+
+
 def plain_response_head(data: bytes, end: int) -> bool:
     """Cheap checks that the response head in data[:end] is safe to pass on as it is:
     an HTTP/1.x status line, only CRLF line ends, no folding, no NUL."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from proxy.balancer import Balancer
-from proxy.discovery import (
+from proxy.errors import SettingsError
+from proxy.health import EventLog, UpstreamHealth
+from proxy.membership import (
     AddressChange,
     Membership,
     ProblemLatch,
@@ -16,8 +18,6 @@ from proxy.discovery import (
     route_from_health_body,
     usable_addresses,
 )
-from proxy.errors import SettingsError
-from proxy.health import EventLog, UpstreamHealth
 from proxy.settings import (
     DnsTarget,
     UpstreamSpec,

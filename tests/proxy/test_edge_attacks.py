@@ -41,7 +41,7 @@ async def through_proxy(request_bytes: bytes, **overrides: object) -> tuple[Resp
 
 
 def upstream_view(proxy: ProxyServer, name: str = "app1") -> dict[str, Any]:
-    found = [u for u in proxy.upstreams.snapshot()["upstreams"] if u["name"] == name]
+    found = [u for u in proxy.snapshot()["upstreams"] if u["name"] == name]
     return found[0]
 
 

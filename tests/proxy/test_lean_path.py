@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from proxy.lean import response_plan
-from proxy.wire import LEAN_REQUEST, LEAN_RESPONSE, name_other_than
+from proxy.wire import LEAN_REQUEST, LEAN_RESPONSE, lean_head, name_other_than
 from tests.proxy.support import RawUpstream, read_response, running_proxy, settings
 
 PLAIN_GET = (
@@ -249,15 +248,15 @@ def test_a_response_plan_is_what_the_lean_path_needs_of_a_head() -> None:
     match = LEAN_RESPONSE.match(NGINX_HEAD + b"ok")
     assert match is not None
     cut = NGINX_HEAD.index(b"\r\nConnection")
-    assert response_plan(match) == (len(NGINX_HEAD), 2, cut, cut + 24, True)
+    assert lean_head(match) == (len(NGINX_HEAD), 2, cut, cut + 24, True)
     closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     match = LEAN_RESPONSE.match(closing)
     assert match is not None
-    assert response_plan(match) == (len(closing), 0, 15, 34, False)
+    assert lean_head(match) == (len(closing), 0, 15, 34, False)
     bare = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"
     match = LEAN_RESPONSE.match(bare + b"x")
     assert match is not None
-    assert response_plan(match) == (len(bare), 1, 0, 0, True)
+    assert lean_head(match) == (len(bare), 1, 0, 0, True)
 
 
 async def test_a_repeated_head_with_a_body_in_two_reads_goes_to_the_parser_path() -> None:
