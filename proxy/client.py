@@ -1,6 +1,6 @@
 """The client side's asyncio edge: one downstream connection, and the lean path.
 
-A plain body-less request whole in one read (LEAN_REQUEST, wire.py) is taken
+A plain body-less request whole in one read (wire.lean_request) is taken
 here with no parser callbacks, no per-header objects and, once warm, no new
 exchange: `take_request` does what dispatching does when a pooled upstream
 connection is at hand; its response comes back through `ResponseRelay.lean_response`
@@ -11,7 +11,6 @@ connection is at hand; its response comes back through `ResponseRelay.lean_respo
 from __future__ import annotations
 
 import asyncio
-import re
 from time import perf_counter
 from typing import cast
 
@@ -25,10 +24,11 @@ from proxy.settings import inside
 from proxy.wire import (
     BODY_OR_UPGRADE,
     COOKIE_VALUES,
-    LEAN_REQUEST,
     LEAN_REQUEST_MAX,
     SIMPLE_REQUEST,
     WRITE_HIGH,
+    LeanRequest,
+    lean_request,
 )
 
 
@@ -81,8 +81,8 @@ class ClientConnection(asyncio.Protocol):
         request = self.request
         if request.in_head and not request.header_bytes and relay.active is None:
             if len(data) <= LEAN_REQUEST_MAX:
-                match = LEAN_REQUEST.fullmatch(data)
-                if match is not None and self.take_request(relay, data, match):
+                lean = lean_request(data)
+                if lean is not None and self.take_request(relay, data, lean):
                     return
             # Fast path: one whole body-less request in one read, nothing after it.
             match = SIMPLE_REQUEST.fullmatch(data)
@@ -91,15 +91,13 @@ class ClientConnection(asyncio.Protocol):
                 return
         request.feed(data)
 
-    def take_request(self, relay: Relay, data: bytes, match: re.Match[bytes]) -> bool:
-        """The common request, taken whole: `match` (LEAN_REQUEST) checked it and found
-        Host; the head for the upstream is the request, less its `Connection: keep-alive`
-        line if any, plus the X-Forwarded-* lines. What Relay.dispatch and Relay.attach
-        do, inline, when a pooled connection is at hand.
+    def take_request(self, relay: Relay, data: bytes, lean: LeanRequest) -> bool:
+        """The common request, taken whole (see wire.lean_request). What Relay.dispatch
+        and Relay.attach do, inline, when a pooled connection is at hand.
 
         False leaves the request to the other paths.
         """
-        method, target, keep_alive_a, host, host_b, keep_alive_b = match.groups()
+        method, target, head_start = lean
         shared = self.shared
         if target.startswith(shared.status_prefix):
             return False
@@ -118,19 +116,7 @@ class ClientConnection(asyncio.Protocol):
             ex.route = None
             ex.sent = ex.response_started = False
             ex.started = perf_counter()
-        if host is None:
-            host = host_b
-            keep_alive_line = 6 if keep_alive_b is not None else 0
-        else:
-            keep_alive_line = 3 if keep_alive_a is not None else 0
-        if keep_alive_line:
-            start, stop = match.span(keep_alive_line)
-            head = b"".join(
-                (data[:start], data[stop:-2], b"X-Forwarded-Host: ", host, self.forwarded_tail)
-            )
-        else:
-            head = b"".join((data[:-2], b"X-Forwarded-Host: ", host, self.forwarded_tail))
-        ex.head = head
+        ex.head = head = head_start + self.forwarded_tail
         ex.lean = not head_only
         route = None
         if shared.sticky and (shared.cookie_marker in data or b";" in target):

@@ -16,7 +16,7 @@ from typing import Any, cast
 import httptools
 
 from proxy.records import ResponseSink, Shared, UpstreamLink
-from proxy.wire import LEAN_RESPONSE, MAX_HEADER_BYTES, WRITE_HIGH, lean_head, plain_response_head
+from proxy.wire import MAX_HEADER_BYTES, WRITE_HIGH, lean_response_head, plain_response_head
 
 logger = logging.getLogger("proxy")
 
@@ -115,8 +115,8 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None and self.awaiting_head and not self.buffered and not self.head_start:
             self.got_bytes = True
             # The lean path: a whole response with a plain head, in one read.
-            match = LEAN_RESPONSE.match(data)
-            if match is not None and sink.lean_response(self, data, lean_head(match)):
+            head = lean_response_head(data)
+            if head is not None and sink.lean_response(self, data, head):
                 return
             # Fast path: a whole, well-formed, sized response in one read skips the parser.
             end = data.find(b"\r\n\r\n")

@@ -8,6 +8,7 @@ what llhttp accepts; anything else goes through the parser (and its errors).
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 # Longest request target (414 beyond) and header block (431 beyond), as nginx's
 # large_client_header_buffers 4 8k allow.
@@ -183,6 +184,61 @@ def lean_head(match: re.Match[bytes]) -> LeanHead:
         group = 3
     start, stop = match.span(group) if line is not None else (0, 0)
     return match.end(), int(length), start, stop, line is None or keep is not None
+
+
+# Heads seen lately and what the lean paths make of them (False: not lean). An app
+# server's heads repeat (its Date changes once a second), so does a keep-alive
+# client's request; the dict is emptied when full, which bounds it whatever comes.
+_MEMO_MAX = 256
+_LEAN_MEMO_MAX_REQUEST = 2048
+_lean_heads: dict[bytes, LeanHead | Literal[False]] = {}
+_lean_requests: dict[bytes, LeanRequest | Literal[False]] = {}
+
+# What the lean request path needs of a request LEAN_REQUEST matched: (method, target,
+# the head for the upstream up to its X-Forwarded-For line: the request less its
+# `Connection: keep-alive` line and final CRLF, plus X-Forwarded-Host).
+LeanRequest = tuple[bytes, bytes, bytes]
+
+
+def lean_request(data: bytes) -> LeanRequest | None:
+    """The LeanRequest of `data` when it is one whole lean request, else None."""
+    known = _lean_requests.get(data)
+    if known is None:
+        match = LEAN_REQUEST.fullmatch(data)
+        if match is None:
+            known = False
+        else:
+            method, target, keep_alive_a, host, host_b, keep_alive_b = match.groups()
+            if host is None:
+                host, cut = host_b, 6 if keep_alive_b is not None else 0
+            else:
+                cut = 3 if keep_alive_a is not None else 0
+            start, stop = match.span(cut) if cut else (len(data) - 2, len(data) - 2)
+            known = method, target, b"".join(
+                (data[:start], data[stop:-2], b"X-Forwarded-Host: ", host)
+            )
+        if len(data) <= _LEAN_MEMO_MAX_REQUEST:
+            if len(_lean_requests) >= _MEMO_MAX:
+                _lean_requests.clear()
+            _lean_requests[data] = known
+    return known or None
+
+
+def lean_response_head(data: bytes) -> LeanHead | None:
+    """The LeanHead of the response head at the start of `data` when LEAN_RESPONSE
+    takes it, else None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[: end + 4]
+    known = _lean_heads.get(head)
+    if known is None:
+        match = LEAN_RESPONSE.match(head)
+        known = False if match is None else lean_head(match)
+        if len(_lean_heads) >= _MEMO_MAX:
+            _lean_heads.clear()
+        _lean_heads[head] = known
+    return known or None
 
 
 def plain_response_head(data: bytes, end: int) -> bool:
