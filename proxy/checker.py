@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.membership import address_text, health_answer_complete, parse_health_answer
+from netnames import address_text
+from proxy.membership import health_answer_complete, parse_health_answer
 from proxy.settings import UpstreamSpec
 
 

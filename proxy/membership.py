@@ -16,37 +16,15 @@ results in and applies the names and rivals it reads back.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from netnames import address_text
+
 _ROUTE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ROUTE_HEADER = b"x-route"
-
-
-def address_text(host: str, port: int) -> str:
-    """``10.0.0.5:8000``; an IPv6 address in brackets, ``[fd00::5]:8000``."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def usable_addresses(addresses: Iterable[str]) -> list[str]:
-    """The distinct IP addresses among a resolver's answers, in its order.
-
-    Anything that is not an IP address is dropped; an IPv6 scope is kept out of the
-    comparison by normalising through `ipaddress` (``::ffff:10.0.0.5`` is 10.0.0.5).
-    """
-    seen: dict[str, None] = {}
-    for text in addresses:
-        try:
-            ip = ipaddress.ip_address(text.split("%", 1)[0])
-        except ValueError:
-            continue
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        seen.setdefault(str(ip), None)
-    return list(seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,16 +220,3 @@ class Membership:
             for host, member in self.members.items()
             if member.route is not None and owners[member.route] is not member
         }
-
-
-class ProblemLatch:
-    """Says when a recurring problem is new, so it is logged once per change."""
-
-    def __init__(self) -> None:
-        self.problem: str | None = None
-
-    def report(self, problem: str | None) -> bool:
-        """Record this round's problem (None: all well); True when it differs from the last."""
-        changed = problem != self.problem
-        self.problem = problem
-        return changed

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from netnames import Resolver, getaddrinfo_resolver
 from proxy.checker import check_upstream
 from proxy.client import ClientConnection
-from proxy.discovery import Resolver, UpstreamDiscovery, getaddrinfo_resolver
+from proxy.discovery import UpstreamDiscovery
 from proxy.pool import ConnectionPool
 from proxy.records import Shared, Upstream, UpstreamSet
 from proxy.settings import ProxySettings

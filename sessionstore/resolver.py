@@ -6,15 +6,18 @@ An address that appears becomes a node once it answers `version` (retried every 
 it does); a node whose address disappears is drained (see NodeTracker.leave). A name that
 does not resolve, resolves to nothing, or whose resolver fails or hangs changes nothing: the
 node list stays as it was, one log line says so (once per change of the problem, not every
-round) and `resolver_failures` counts each failed round. The pure part is in discovery.py.
+round: netnames.NameWatch) and `resolver_failures` counts each failed round. The pure part is
+in discovery.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import MutableMapping
+
+from netnames import NameWatch, Resolver, getaddrinfo_resolver
+from netnames.watch import RESOLVE_TIMEOUT
 
 from .client import MemcachedClient
 from .discovery import NodeChange, diff_nodes, nodes_for_addresses
@@ -24,20 +27,7 @@ from .stats import Stats
 
 log = logging.getLogger("sessionstore")
 
-Resolver = Callable[[str], Awaitable[Sequence[str]]]
-"""name -> the IP addresses it resolves to right now (raises OSError when it does not)."""
-
-RESOLVE_TIMEOUT = 5.0  # seconds one resolution may take (nginx's resolver_timeout is 30 s)
-
-
-async def getaddrinfo_resolver(name: str) -> list[str]:
-    """Every distinct IPv4 and IPv6 address of `name`, in the resolver's order."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        name, None, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM)
-    addresses: dict[str, None] = {}
-    for _family, _type, _proto, _canonname, sockaddr in infos:
-        addresses.setdefault(str(sockaddr[0]), None)
-    return list(addresses)
+__all__ = ("NodeDiscovery", "Resolver", "getaddrinfo_resolver")
 
 
 class NodeDiscovery:
@@ -54,9 +44,9 @@ class NodeDiscovery:
         self.stats = stats
         self.operation_timeout = operation_timeout
         self.interval = interval
-        self.resolver = resolver
-        self.resolve_timeout = resolve_timeout
-        self._problem: str | None = None  # the failure logged last; None while resolving
+        self.watch = NameWatch(dns.name, resolver=resolver, timeout=resolve_timeout,
+                               on_problem=self._problem_found, on_recovered=self._recovered)
+        self._round_problem: str | None = None  # the round failure logged last
         self._waiting: set[str] = set()  # appeared, no answer to `version` yet (logged once)
         self._lock = asyncio.Lock()
 
@@ -71,7 +61,11 @@ class NodeDiscovery:
             try:
                 await self.refresh()
             except Exception as exc:  # a bug must not end discovery for good
-                self._failed(f"discovery round failed ({type(exc).__name__}: {exc})")
+                self.stats.resolver_failures += 1
+                problem = f"discovery round failed ({type(exc).__name__}: {exc})"
+                if problem != self._round_problem:  # once per change, as resolutions are
+                    self._round_problem = problem
+                    log.warning("memcached_nodes %s: %s", self.label, problem)
 
     async def refresh(self) -> NodeChange | None:
         """One round: resolve, drain the nodes that left, add the new ones that answer.
@@ -89,36 +83,21 @@ class NodeDiscovery:
             return NodeChange(joined, change.left)
 
     async def _resolve(self) -> dict[str, NodeSpec] | None:
-        try:
-            async with asyncio.timeout(self.resolve_timeout):
-                addresses = await self.resolver(self.dns.name)
-        except TimeoutError:
-            self._failed(f"no answer from the resolver within {self.resolve_timeout:g}s")
+        addresses = await self.watch.resolve()
+        if addresses is None:
+            self.stats.resolver_failures += 1
             return None
-        except OSError as exc:  # socket.gaierror: NXDOMAIN, no data, resolver down
-            self._failed(f"does not resolve ({exc.strerror or exc})")
-            return None
-        except Exception as exc:
-            self._failed(f"resolver failed ({type(exc).__name__}: {exc})")
-            return None
-        resolved = nodes_for_addresses(addresses, self.dns.port)
-        if not resolved:
-            self._failed("resolves to no address")
-            return None
-        if self._problem is not None:
-            log.info("memcached_nodes %s resolves again: %s", self.label,
-                     ", ".join(node.host for node in resolved.values()))
-            self._problem = None
-        return resolved
+        self._round_problem = None
+        return nodes_for_addresses(addresses, self.dns.port)
 
-    def _failed(self, problem: str) -> None:
-        self.stats.resolver_failures += 1
-        if problem != self._problem:
-            self._problem = problem
-            listed = len(self.tracker.nodes)
-            log.warning("memcached_nodes %s: %r %s; keeping the %d node%s listed%s", self.label,
-                        self.dns.name, problem, listed, "" if listed == 1 else "s",
-                        "" if listed else " (no backups until it resolves)")
+    def _problem_found(self, problem: str) -> None:
+        listed = len(self.tracker.nodes)
+        log.warning("memcached_nodes %s: %s; keeping the %d node%s listed%s", self.label,
+                    problem, listed, "" if listed == 1 else "s",
+                    "" if listed else " (no backups until it resolves)")
+
+    def _recovered(self, addresses: list[str]) -> None:
+        log.info("memcached_nodes %s resolves again: %s", self.label, ", ".join(addresses))
 
     async def _probe(self, node: NodeSpec) -> bool:
         """Join `node` if it answers `version` within operation_timeout."""

@@ -10,13 +10,10 @@ from proxy.health import EventLog, UpstreamHealth
 from proxy.membership import (
     AddressChange,
     Membership,
-    ProblemLatch,
-    address_text,
     diff_addresses,
     health_answer_complete,
     parse_health_answer,
     route_from_health_body,
-    usable_addresses,
 )
 from proxy.settings import (
     DnsTarget,
@@ -81,11 +78,7 @@ def test_bad_dns_settings_name_the_key(raw: dict[str, object], key: str) -> None
 # -- addresses -----------------------------------------------------------------------
 
 
-def test_addresses_are_deduplicated_and_validated_in_resolver_order() -> None:
-    answers = ["10.0.0.2", "10.0.0.1", "10.0.0.2", "::ffff:10.0.0.1", "fe80::1%eth0", "junk"]
-    assert usable_addresses(answers) == ["10.0.0.2", "10.0.0.1", "fe80::1"]
-    assert address_text("10.0.0.1", 8000) == "10.0.0.1:8000"
-    assert address_text("fd00::5", 8000) == "[fd00::5]:8000"
+def test_an_upstream_spec_writes_its_address_as_host_port() -> None:
     assert UpstreamSpec("app1", "fd00::5", 8000).address == "[fd00::5]:8000"
     assert UpstreamSpec("app1", "10.0.0.1", 8000).address == "10.0.0.1:8000"
 
@@ -191,15 +184,6 @@ def test_an_address_back_before_its_drain_ends_is_new_again() -> None:
     assert (member.gone, member.route) == (False, None)  # its route is learned again
     assert member.seq > members.members["10.0.0.9"].seq
 
-
-def test_a_problem_is_reported_once_per_change() -> None:
-    latch = ProblemLatch()
-    assert not latch.report(None)
-    assert latch.report("does not resolve")
-    assert not latch.report("does not resolve")
-    assert latch.report("resolves to no address")
-    assert latch.report(None)
-    assert not latch.report(None)
 
 
 # -- health of a discovered upstream ---------------------------------------------------

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("health", "message", "membership"),
     ("balancer", "checker"),
     ("records",),
-    ("upstream", "status", "tls"),
+    ("upstream", "status", "tls", "discovered"),
     ("pool", "relay", "discovery", "tls_listener"),
     ("response",),
     ("request",),

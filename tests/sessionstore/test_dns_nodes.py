@@ -211,7 +211,7 @@ async def test_a_name_that_does_not_resolve_never_stops_the_server(
     answer.failure = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     caplog.set_level(logging.INFO, logger="sessionstore")
     client, manager, discovery = await dns_app(aiohttp_client, answer, memcached.port)
-    discovery.resolve_timeout = 0.2
+    discovery.watch.timeout = 0.2
     assert manager.node_status() == []  # degraded: no node to back up to
     session_id = await new_session(client, name="value")  # sticky: works from memory
     assert node_of(session_id) == NO_NODE
