@@ -81,9 +81,23 @@ MEANINGS: dict[str, str] = {
     "session_create_burst": "how many new sessions a client address may create at once",
     "trusted_proxies": "peers whose X-Real-IP / X-Forwarded-For name the client (RemoteIpValve's "
     'internalProxies): addresses or CIDR networks; "" trusts no peer',
+    "session_cookie_path": "the session cookie's Path (Tomcat's sessionCookiePath)",
+    "session_cookie_domain": 'the session cookie\'s Domain, e.g. "example.com" for every '
+    "subdomain; none: only the host that set it",
+    "session_cookie_secure": '"auto" (Secure when the request is https, X-Forwarded-Proto '
+    'counting from trusted_proxies), "always" or "never"',
+    "session_cookie_same_site": '"Lax", "Strict" or "None" (None adds Secure: browsers refuse '
+    "it without)",
+    "session_cookie_http_only": "HttpOnly: page scripts cannot read the session cookie",
+    "session_cookie_max_age": "the session cookie's Max-Age in seconds; 0: none, the cookie "
+    "ends with the browser session",
+    "tracking_modes": '"cookie,url" or "cookie": then ;jsessionid= in a request is ignored '
+    "and never written into links and forms (ids in URLs leak into logs and Referer)",
+    "max_session_lifetime": "seconds since creation after which a session is invalidated on "
+    "its next request, wherever it is served, however active (0: no limit)",
 }
 # Keys whose default is not the dataclass field of the same name.
-SHOWN_DEFAULTS = {"listen": "(required)"}
+SHOWN_DEFAULTS = {"listen": "(required)", "session_cookie_domain": "(none)"}
 
 
 def toml_literal(value: object) -> str:

@@ -56,6 +56,8 @@ def create_app(settings: AppServerSettings) -> web.Application:
         for route in (path, path + id_parameter):
             router.add_get(route, pages.test)
             router.add_post(route, pages.test)
+    router.add_post("/login", pages.login)
+    router.add_post("/login" + id_parameter, pages.login)
     router.add_post("/logout", pages.logout)
     router.add_post("/logout" + id_parameter, pages.logout)
     router.add_get("/", _to_test_page)

@@ -19,6 +19,8 @@ from .errors import BadFormError, InputTooLargeError, UnsupportedMediaTypeError
 
 # More fields than this in one query string or body is abuse, not a form.
 MAX_FIELDS = 1000
+# A user name on the demo's sign-in form: a name, not a document.
+MAX_USERNAME_LENGTH = 256
 
 Fields = Sequence[tuple[str, str]]
 
@@ -123,6 +125,18 @@ def data_entry(*sources: Fields, max_name_length: int) -> DataEntry | None:
             f"dataName is too long: {len(name)} characters, limit {max_name_length}"
         )
     return DataEntry(name, first_value("dataValue", *sources))
+
+
+def username_entry(*sources: Fields) -> DataEntry:
+    """The `user` attribute the sign-in form asks to store: its `username` field, required."""
+    name = first_value("username", *sources)
+    if name is None or not name.strip():
+        raise BadFormError("username is required (a non-empty form field)")
+    if len(name) > MAX_USERNAME_LENGTH:
+        raise InputTooLargeError(
+            f"username is too long: {len(name)} characters, limit {MAX_USERNAME_LENGTH}"
+        )
+    return DataEntry("user", name)
 
 
 def apply_entry(

@@ -28,6 +28,8 @@ class SessionView(NamedTuple):
     action_url: str
     logout_url: str
     notice: str = ""
+    login_url: str = "/login"
+    user: str | None = None  # the session's `user` attribute, set by signing in
 
 
 def _text(value: object) -> str:
@@ -82,6 +84,7 @@ class DemoPage:
             f"<dt>Created</dt><dd>{_when(view.created)}</dd>"
             f"<dt>Last accessed</dt><dd>{_when(view.last_accessed)}</dd>"
             f"<dt>Expires after</dt><dd>{view.max_inactive_interval:g} s idle</dd></dl></section>\n"
+            f"{self._sign_in(view)}"
             f"<section><h2>Session Data:</h2>\n{data}</section>\n"
             f'<form class="add" method="POST" action="{escape(view.action_url)}">\n'
             '<label>Name <input type="text" size="20" name="dataName" required></label>\n'
@@ -94,6 +97,20 @@ class DemoPage:
             "</main>\n</body>\n</html>\n"
         )
 
+    def _sign_in(self, view: SessionView) -> str:
+        """Who is signed in, and the sign-in form (signing in gives the session a new id)."""
+        who = (
+            f'<p class="user">Signed in as <strong id="user">{escape(view.user)}</strong></p>\n'
+            if view.user is not None
+            else '<p class="user">Not signed in.</p>\n'
+        )
+        return (
+            f"<section><h2>User</h2>\n{who}"
+            f'<form class="login" method="POST" action="{escape(view.login_url)}">\n'
+            '<label>User name <input type="text" size="20" name="username" required></label>\n'
+            '<button type="submit">Sign in</button>\n</form></section>\n'
+        )
+
     def json(self, view: SessionView) -> str:
         """The object ARCHITECTURE.md promises, attributes in the order first set."""
         return json.dumps(
@@ -102,6 +119,7 @@ class DemoPage:
                 "address": view.address,
                 "session_id": view.session_id,
                 "new": view.new,
+                "user": view.user,
                 "attributes": dict(view.attributes),
             },
             ensure_ascii=False,

@@ -1,4 +1,4 @@
-"""The session demo routes: /test (and /test.jsp) and /logout.
+"""The session demo routes: /test (and /test.jsp), /login and /logout.
 
 What a request may carry is parsed before the session is touched, so garbage input is
 refused without creating or loading a session.
@@ -40,6 +40,7 @@ from .forms import (
     parse_urlencoded,
     quoted,
     text_charset,
+    username_entry,
 )
 from .pages import DemoPage, SessionView
 from .settings import AppServerSettings
@@ -269,6 +270,26 @@ class SessionPages:
             return web.Response(text=self._page.json(view), content_type=_JSON)
         return web.Response(text=self._page.html(view), content_type=_HTML)
 
+    async def login(self, request: web.Request) -> web.Response:
+        """Sign in: the session gets a new id first (so an id known before, say one an
+        attacker planted, is worth nothing now), then holds `user`; back to /test."""
+        settings = self._settings
+        try:
+            raw_query = request.rel_url.raw_query_string
+            query = parse_urlencoded(raw_query, where="query string") if raw_query else ()
+            body = await read_form(request, settings.client_max_body_size)
+            entry = username_entry(query, body)
+        except RequestError as exc:
+            return error_response(request, exc)
+        session = await get_session(request)
+        session.rotate_id()
+        try:
+            apply_entry(session, entry, max_attributes=settings.max_session_attributes)
+        except RequestError as exc:
+            return error_response(request, exc)
+        # encode_url: a client without cookies follows the redirect with its new id.
+        return web.Response(status=303, headers={"Location": encode_url(request, "/test")})
+
     async def logout(self, request: web.Request) -> web.Response:
         """Invalidate the session (gone locally and from memcached), then back to /test."""
         session = await get_session(request)
@@ -277,8 +298,9 @@ class SessionPages:
 
     def _view(self, request: web.Request, session: Session) -> SessionView:
         action_url = encode_url(request, "/test")
-        # encode_url only ever appends ";<cookie name>=ID": reuse that suffix for /logout
-        logout_url = "/logout" + action_url[5:]
+        # encode_url only ever appends ";<cookie name>=ID": reuse that suffix for the others
+        suffix = action_url[5:]
+        user = session.get("user")
         return SessionView(
             self._fixed_address or local_address(request, self._fallback_address),
             session.id,
@@ -288,5 +310,7 @@ class SessionPages:
             session.max_inactive_interval,
             session.items(),
             action_url,
-            logout_url,
+            "/logout" + suffix,
+            login_url="/login" + suffix,
+            user=user if isinstance(user, str) else None,
         )

@@ -1,4 +1,4 @@
-"""Benchmark: the same session page kept five ways, raced side by side in one run.
+"""Benchmark: the same session page kept six ways, raced side by side in one run.
 
     .venv/bin/python bench/session_race.py [--duration 5] [--rounds 3] [--connections 50]
 
@@ -6,10 +6,12 @@ Variants, each one server process (uvloop, no access log) on a free loopback por
 own memcached process(es) on free loopback ports:
   bare             aiohttp handler, sessions in a dict in the process (the floor)
   aiohttp-session  aiohttp-session's MemcachedStorage on aiomcache (pool of 4), one memcached
+  adapter          the same aiohttp-session handler on sessionstore's MemcachedHAStorage
+                   (sticky, backup to node n1): issue 14's drop-in
   sticky           sessionstore sticky: sessions in memory, backup to node n1
   non-sticky       sessionstore non-sticky: nodes n1 and n2, the bak: copy on the other node
   appserver        `python -m appserver` itself (sticky, one node, synchronous backup)
-The first four serve bench/session_race_server.py's page (the session id and its attributes,
+The first five serve bench/session_race_server.py's page (the session id and its attributes,
 escaped, and a form); the app server serves its own /test page.
 
 Scenarios, each on sessions made before measuring that hold 5 attributes:
@@ -24,11 +26,11 @@ alike. Per run it prints requests/s, p99 latency, the server's CPU per request (
 of the server process from /proc over the measured run, divided by the requests wrk
 completed) and the memcached commands per request (from the `stats` of the variant's own
 memcached: get counts get/gets/mg, set every storage command incl. add and ms, touch
-touch/gat, delete). Then the medians over the rounds and the ratios of issue 17's
-goal table, from the medians of this run (with the spread of the same ratio taken round by
+touch/gat, delete). Then the medians over the rounds and the ratios of the goal table
+(issues 17 and 14), from the medians of this run (with the spread of the same ratio taken round by
 round). wrk, the memcached processes and all five servers share the machine's CPUs: ratios
-mean something only within one run. Bounded: about rounds x 10 x (duration + 1.5) s plus a
-few seconds of set-up (3 minutes by default).
+mean something only within one run. Bounded: about rounds x 12 x (duration + 1.5) s plus a
+few seconds of set-up (4 minutes by default).
 """
 
 from __future__ import annotations
@@ -52,8 +54,15 @@ from typing import NamedTuple
 from appserver_bench import REPO, Result, fetch, free_port, process, wrk, wrk_post_script
 
 SERVER = Path(__file__).resolve().with_name("session_race_server.py")
-VARIANTS = ("bare", "aiohttp-session", "sticky", "non-sticky", "appserver")
-NODES = {"bare": 0, "aiohttp-session": 1, "sticky": 1, "non-sticky": 2, "appserver": 1}
+VARIANTS = ("bare", "aiohttp-session", "adapter", "sticky", "non-sticky", "appserver")
+NODES = {
+    "bare": 0,
+    "aiohttp-session": 1,
+    "adapter": 1,
+    "sticky": 1,
+    "non-sticky": 2,
+    "appserver": 1,
+}
 SCENARIOS = ("GET", "POST")
 ATTRIBUTES = {"user": "alice", "cart": "3 items", "locale": "en-GB", "theme": "dark", "x": "y"}
 POST_SESSIONS = 64
@@ -72,7 +81,7 @@ POST_BODY = '"dataName=x&dataValue=y" .. n'
 
 
 class Goal(NamedTuple):
-    """One row of issue 17's goal table: `top`'s figure over `bottom`'s, same scenario."""
+    """One row of the goal table: `top`'s figure over `bottom`'s, same scenario."""
 
     label: str
     top: str
@@ -84,6 +93,15 @@ class Goal(NamedTuple):
 
 
 GOALS = (
+    Goal(
+        "adapter (sticky) GET req/s / aiohttp-session",
+        "adapter",
+        "aiohttp-session",
+        "GET",
+        "rps",
+        "new",
+        ">= 1.5x",
+    ),
     Goal(
         "non-sticky GET req/s / aiohttp-session",
         "non-sticky",
@@ -268,7 +286,7 @@ def report(variants: dict[str, Variant], rounds: int) -> None:
         "  (vs bare: CPU per request over the bare handler's; vs peer: requests/s over "
         "aiohttp-session's)"
     )
-    print("== issue 17 goals (ratio of this run's medians; spread of the per-round ratios)")
+    print("== goals (ratio of this run's medians; spread of the per-round ratios)")
     print(f"  {'figure':56} {'now':>6} {'rounds':>13} {'before':>11} {'goal':>9}")
     for goal in GOALS:
         top, bottom = variants[goal.top], variants[goal.bottom]

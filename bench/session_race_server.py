@@ -3,12 +3,13 @@
     .venv/bin/python bench/session_race_server.py VARIANT PORT [HOST:PORT,...]
 
 VARIANT is `bare` (sessions in a dict in this process), `aiohttp-session` (its
-MemcachedStorage on aiomcache, first memcached address), `sticky` (sessionstore, node n1 on
-the first address) or `non-sticky` (sessionstore, nodes n1 and n2 on the first two addresses:
-each session has a `bak:` copy on the other node). Every variant answers `GET /test` with the
-session's attributes and `POST /test` (form fields `dataName`, `dataValue`) by setting one
-attribute first, under the cookie `JSESSIONID`. One process, uvloop, no access log; it runs
-until SIGTERM or SIGINT.
+MemcachedStorage on aiomcache, first memcached address), `adapter` (the same aiohttp-session
+handler on sessionstore's MemcachedHAStorage, sticky, node n1 on the first address), `sticky`
+(sessionstore, node n1 on the first address) or `non-sticky` (sessionstore, nodes n1 and n2
+on the first two addresses: each session has a `bak:` copy on the other node). Every
+variant answers `GET /test` with the session's attributes and `POST /test` (form fields
+`dataName`, `dataValue`) by setting one attribute first, under the cookie `JSESSIONID`.
+One process, uvloop, no access log; it runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from aiohttp_session.memcached_storage import MemcachedStorage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sessionstore
+from sessionstore.aiohttp_session import MemcachedHAStorage
 
-VARIANTS = ("bare", "aiohttp-session", "sticky", "non-sticky")
+VARIANTS = ("bare", "aiohttp-session", "adapter", "sticky", "non-sticky")
 COOKIE = "JSESSIONID"
 MAX_INACTIVE_INTERVAL = 1800
 # aiomcache's default pool is 2 connections; sessionstore's client keeps 4 per node.
@@ -95,32 +97,48 @@ def bare_app() -> web.Application:
     return app
 
 
-def aiohttp_session_app(host: str, port: int) -> web.Application:
+async def aiohttp_session_test(request: web.Request) -> web.Response:
+    """The page written against aiohttp-session's API: what both its variants serve."""
+    session = await aiohttp_session.get_session(request)
+    await apply_form(request, session)
+    return page(session.identity or "", session.new, session.items())
+
+
+def aiohttp_session_app(storage: aiohttp_session.AbstractStorage) -> web.Application:
     # aiohttp-session 2.12.1 keeps its storage and session under str request keys, which
     # aiohttp >= 3.14 answers with a NotAppKeyWarning on each request (twice): harmless here.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
+    app = web.Application()
+    aiohttp_session.setup(app, storage)
+    app.router.add_route("*", "/test", aiohttp_session_test)
+    return app
+
+
+def memcached_storage_app(host: str, port: int) -> web.Application:
     client = aiomcache.Client(host, port, pool_size=AIOMCACHE_POOL_SIZE)
     storage = MemcachedStorage(client, cookie_name=COOKIE, max_age=MAX_INACTIVE_INTERVAL)
-
-    async def test(request: web.Request) -> web.Response:
-        session = await aiohttp_session.get_session(request)
-        await apply_form(request, session)
-        return page(session.identity or "", session.new, session.items())
 
     async def close_client(_: web.Application) -> AsyncIterator[None]:
         yield
         await client.close()
 
-    app = web.Application()
-    aiohttp_session.setup(app, storage)
+    app = aiohttp_session_app(storage)
     app.cleanup_ctx.append(close_client)
-    app.router.add_route("*", "/test", test)
     return app
 
 
-def sessionstore_app(nodes: list[tuple[str, int]], *, sticky: bool) -> web.Application:
+def adapter_app(nodes: list[tuple[str, int]]) -> web.Application:
+    storage = MemcachedHAStorage(settings_for(nodes, sticky=True))
+    app = aiohttp_session_app(storage)
+    app.cleanup_ctx.append(storage.cleanup_ctx)
+    return app
+
+
+def settings_for(
+    nodes: list[tuple[str, int]], *, sticky: bool
+) -> sessionstore.SessionStoreSettings:
     used = nodes[:1] if sticky else nodes[:2]
-    settings = sessionstore.SessionStoreSettings.from_mapping(
+    return sessionstore.SessionStoreSettings.from_mapping(
         {
             "jvm_route": "app1",
             "memcached_nodes": ",".join(
@@ -130,6 +148,10 @@ def sessionstore_app(nodes: list[tuple[str, int]], *, sticky: bool) -> web.Appli
             "max_inactive_interval": float(MAX_INACTIVE_INTERVAL),
         }
     )
+
+
+def sessionstore_app(nodes: list[tuple[str, int]], *, sticky: bool) -> web.Application:
+    settings = settings_for(nodes, sticky=sticky)
 
     async def test(request: web.Request) -> web.Response:
         session = await sessionstore.get_session(request)
@@ -146,7 +168,9 @@ def build_app(variant: str, nodes: list[tuple[str, int]]) -> web.Application:
     if variant == "bare":
         return bare_app()
     if variant == "aiohttp-session":
-        return aiohttp_session_app(*nodes[0])
+        return memcached_storage_app(*nodes[0])
+    if variant == "adapter":
+        return adapter_app(nodes)
     return sessionstore_app(nodes, sticky=variant == "sticky")
 
 
@@ -164,7 +188,7 @@ def main(argv: list[str]) -> int:
         return 2
     variant, port = argv[0], int(argv[1])
     nodes = parse_nodes(argv[2]) if len(argv) == 3 else []
-    needed = {"bare": 0, "aiohttp-session": 1, "sticky": 1, "non-sticky": 2}[variant]
+    needed = {"bare": 0, "aiohttp-session": 1, "adapter": 1, "sticky": 1, "non-sticky": 2}[variant]
     if len(nodes) < needed:
         print(f"{variant} needs {needed} memcached address(es)", file=sys.stderr)
         return 2

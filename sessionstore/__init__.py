@@ -15,7 +15,7 @@ from .errors import (
 )
 from .ids import url_parameter
 from .manager import SessionManager
-from .middleware import MANAGER_KEY, encode_url, get_session, setup
+from .middleware import MANAGER_KEY, encode_url, get_session, new_session, setup
 from .session import Session
 from .settings import SessionStoreSettings
 
@@ -32,6 +32,7 @@ __all__ = (
     "UnstorableValueError",
     "encode_url",
     "get_session",
+    "new_session",
     "setup",
     "url_parameter",
 )

@@ -13,16 +13,41 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
+from .ids import SessionId
 from .session import Session
 from .stats import Stats
 
 SCAN = 64  # sessions looked at per push-out before giving up: bounds the cost of one create
+# Ids rotated away, remembered (latest first out last) so that a request still carrying one
+# cannot load the old copy from memcached before the rotating request has deleted it.
+RETIRED_KEPT = 4096
 
 
 class LocalSessions(OrderedDict[str, Session]):
+    """Each session put here is told to report an id rotation, so that it moves to its new
+    key at once: a request with the old id must not find it, one with the new id must."""
+
+    def __setitem__(self, key: str, session: Session) -> None:
+        session.on_rotate = self._rekey
+        super().__setitem__(key, session)
+
+    def _rekey(self, session: Session, old: SessionId) -> None:
+        if self.get(old.random) is session:
+            del self[old.random]
+            self[session.sid.random] = session
+            retired = self._retired
+            retired[old.random] = None
+            if len(retired) > RETIRED_KEPT:
+                retired.popitem(last=False)
+
+    def retired(self, key: str) -> bool:
+        """Whether `key` (a random part) belonged to a session whose id was rotated here."""
+        return key in self._retired
+
     def __init__(self, *, limit: int | None, can_push_out: Callable[[Session], bool],
                  stats: Stats) -> None:
         super().__init__()
+        self._retired: OrderedDict[str, None] = OrderedDict()
         self.limit = limit
         self._can_push_out = can_push_out
         self._stats = stats

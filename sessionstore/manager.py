@@ -34,7 +34,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from .backup import NodeStore, SessionBackup
@@ -58,6 +57,7 @@ from .resolver import NodeDiscovery, Resolver, getaddrinfo_resolver
 from .session import Session
 from .settings import SessionStoreSettings
 from .stats import Stats
+from .waiting import until_done
 
 log = logging.getLogger("sessionstore")
 
@@ -180,6 +180,8 @@ class SessionManager:
             return self.create(now), None
         if self.sticky:
             held = self._sessions.get(sid.random)
+            if held is None and self._sessions.retired(sid.random):
+                return self.create(now), None  # its id was rotated here: never loaded again
             if held is not None:
                 if now - held.last_accessed > held.max_inactive_interval:
                     self._expire(held)  # its memcached copy is being deleted: not loaded
@@ -356,7 +358,7 @@ class SessionManager:
         if self.settings.session_backup_async or awaited is None:
             return True
         timeout = self.settings.session_backup_timeout
-        await _until_done(awaited, timeout)
+        await until_done(awaited, timeout)
         if ack is None or not isinstance(operation, Write):  # no change to confirm
             if not awaited.done():
                 self.stats.backups_timed_out += 1
@@ -514,25 +516,3 @@ class SessionManager:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-
-async def _until_done(future: asyncio.Future[Any], within: float | None) -> None:
-    """asyncio.wait((future,), timeout=within) with less machinery: one future, one timer.
-    Returns when `future` is done or `within` seconds have passed; never cancels it."""
-    if future.done():
-        return
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-    wake = partial(_set_done, waiter)
-    future.add_done_callback(wake)
-    timer = loop.call_later(within, wake, None) if within is not None else None
-    try:
-        await waiter
-    finally:
-        if timer is not None:
-            timer.cancel()
-        future.remove_done_callback(wake)
-
-
-def _set_done(waiter: asyncio.Future[None], _: object) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

@@ -10,6 +10,10 @@ HTTP status codes of sessionstore are decided here and only here, each with a on
   with session_backup_async = false, the request's change is not confirmed in memcached
   within session_backup_timeout (durable acknowledgement: a 2xx means the change is in
   memcached; see manager.py for the one exception, every node dead in sticky mode).
+
+The session cookie's attributes come from the settings (cookies.py); an invalidated session
+is answered with the cookie deleted (Max-Age=0). A session older than max_session_lifetime
+is invalidated when a request opens it, and that request gets a fresh one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from .client_address import IPAddress, client_address
+from .cookies import SessionCookies
 from .errors import (
     LockTimeoutError,
     SessionRateLimitError,
@@ -32,11 +37,11 @@ from .locking import HeldLock
 from .manager import SessionManager
 from .session import Session
 from .settings import SessionStoreSettings
+from .tracking import is_https, requested_id, with_session_id
 
 MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("sessionstore_manager", SessionManager)
 
 _RETRY_AFTER_SECONDS = "1"
-_COOKIE_FLAGS = "; HttpOnly; Path=/; SameSite=Lax"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,23 +111,31 @@ async def get_session(request: web.Request) -> Session:
         fresh.active_requests += 1
         return fresh
     manager = state.manager
-    requested = _cookie_value(request.headers.get(hdrs.COOKIE),
-                              manager.settings.session_cookie_name)
-    state.cookie_sent = requested is not None
-    if requested is None:
-        requested = _id_from_path(request.path, manager.settings.session_url_parameter)
+    requested, state.cookie_sent = requested_id(request, manager.settings)
     path_qs = request.path_qs if manager.locks_by_uri else ""
     session, state.lock = await manager.open(requested, method=request.method, path_qs=path_qs)
     session.active_requests += 1  # until plan_save (or abandon) at the end of the request
     state.requested_id = requested
     state.session = session
+    lifetime = manager.settings.max_session_lifetime
+    if lifetime and session.outlived(lifetime, manager.clock()):  # no clock read without one
+        session.invalidate()  # ends with the request, as invalidated sessions do
+        return await get_session(request)  # a fresh one
+    return session
+
+
+async def new_session(request: web.Request) -> Session:
+    """The request's session under a new id, its data kept: `Session.rotate_id()` for those
+    used to aiohttp-session's `new_session` (which starts empty: `session.clear()`)."""
+    session = await get_session(request)
+    session.rotate_id()
     return session
 
 
 def encode_url(request: web.Request, url: str) -> str:
     """`url` with `;jsessionid=ID` (the cookie name in lower case) when the request carried
-    no session cookie and has a session; otherwise `url` unchanged. A query string or
-    fragment stays after the id."""
+    no session cookie and has a session; otherwise, and always with tracking_modes =
+    "cookie", `url` unchanged. A query string or fragment stays after the id."""
     try:
         state = request[_STATE_KEY]
     except KeyError:
@@ -130,45 +143,14 @@ def encode_url(request: web.Request, url: str) -> str:
     session = state.session
     if session is None or state.cookie_sent or session.invalidated:
         return url
-    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
-    base = url[:cut]
-    parameter = state.manager.settings.session_url_parameter
-    if parameter in base:
-        base = base[:base.index(parameter)]
-    return f"{base}{parameter}{session.id}{url[cut:]}"
-
-
-def _cookie_value(header: str | None, name: str) -> str | None:
-    """The first `name` cookie of a Cookie header. Hand-rolled: aiohttp's full cookie parsing
-    is the largest cost of an otherwise cheap request, and only one cookie matters here."""
-    if header is None:
-        return None
-    prefix = name + "="
-    start = header.find(prefix)
-    while start >= 0:
-        if start == 0 or header[start - 1] in "; \t":
-            start += len(prefix)
-            end = header.find(";", start)
-            value = (header[start:] if end < 0 else header[start:end]).strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            return value
-        start = header.find(prefix, start + 1)
-    return None
-
-
-def _id_from_path(path: str, parameter: str) -> str | None:
-    start = path.find(parameter)
-    if start < 0:
-        return None
-    value = path[start + len(parameter):]
-    for stop in (";", "/"):
-        value = value.partition(stop)[0]
-    return value or None
+    settings = state.manager.settings
+    if not settings.url_tracking:
+        return url
+    return with_session_id(url, settings.session_url_parameter, session.id)
 
 
 def session_middleware(manager: SessionManager) -> Middleware:
-    cookie_name = manager.settings.session_cookie_name
+    cookies = SessionCookies(manager.settings)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -201,6 +183,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
             return response
         for ended in state.ended:
             await manager.finish(ended, None, manager.plan_save(ended, path))
+        dropped = False  # not stored at all (rate limit): no cookie either way
         try:
             work = manager.plan_save(session, path, client=state.client_address)
         except SessionTooLargeError as exc:
@@ -210,6 +193,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
                 response = web.Response(status=413, text=f"{exc}\n")
         except SessionRateLimitError as exc:
             work = None
+            dropped = True
             if not response.prepared:
                 raised = None
                 response = web.Response(status=429, text=f"{exc}\n", headers={
@@ -223,12 +207,13 @@ def session_middleware(manager: SessionManager) -> Middleware:
                     status=503, headers={"Retry-After": _RETRY_AFTER_SECONDS},
                     text=f"the session change was not confirmed in memcached within "
                          f"{timeout:g}s (session_backup_timeout); retry shortly\n")
-        if (not session.invalidated and (session.new or session.id != state.requested_id)
-                and not response.prepared):
-            # What response.set_cookie(..., path="/", httponly=True, samesite="Lax") sends,
-            # without its Morsel machinery; ids and cookie names never need quoting.
-            response.headers.add(hdrs.SET_COOKIE, f"{cookie_name}={session.id}{_COOKIE_FLAGS}"
-                                 + ("; Secure" if _is_https(request, manager) else ""))
+        if not response.prepared and not dropped:
+            if session.invalidated:
+                response.headers.add(hdrs.SET_COOKIE, cookies.delete(
+                    https=is_https(request, manager.trusted_proxies)))
+            elif session.new or session.id != state.requested_id:
+                response.headers.add(hdrs.SET_COOKIE, cookies.issue(
+                    session.id, https=is_https(request, manager.trusted_proxies)))
         session.new = False  # the client has been told about it
         if raised is not None:
             raise raised
@@ -236,12 +221,3 @@ def session_middleware(manager: SessionManager) -> Middleware:
 
     return middleware
 
-
-def _is_https(request: web.Request, manager: SessionManager) -> bool:
-    """The request's scheme: X-Forwarded-Proto counts only from a trusted proxy (Tomcat
-    RemoteIpValve's protocolHeader); from anyone else it is the client's own claim."""
-    forwarded = request.headers.get("X-Forwarded-Proto")
-    peer = request.remote
-    if forwarded is not None and peer and manager.trusted_proxies.trusts_peer(peer):
-        return forwarded.rpartition(",")[2].strip().lower() == "https"
-    return request.scheme == "https"

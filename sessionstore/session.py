@@ -10,18 +10,22 @@ hide each other's changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 
 from .codec import Attributes, JsonValue, Transcoder, check_storable, digest
-from .ids import SessionId
+from .errors import SessionStoreError
+from .ids import SessionId, new_session_id
+
+Rekey = Callable[["Session", SessionId], None]
+"""Told (session, old id) when a session's id changes, by whoever holds sessions by id."""
 
 
 class Session(MutableMapping[str, JsonValue]):
     __slots__ = (
         "_attributes", "_container_read", "_encoded", "_invalidated", "_touched",
         "active_requests", "created", "last_accessed", "last_refresh", "loaded_id",
-        "max_inactive_interval", "new", "persisted", "sid", "stored_attributes", "stored_digest",
-        "transcoder",
+        "max_inactive_interval", "new", "on_rotate", "persisted", "sid", "stored_attributes",
+        "stored_digest", "transcoder",
     )
 
     def __init__(self, *, sid: SessionId, transcoder: Transcoder, created: float,
@@ -49,6 +53,7 @@ class Session(MutableMapping[str, JsonValue]):
         self._encoded: bytes | None = None
         self._invalidated = False
         self.active_requests = 0  # requests between get_session and their end (sticky)
+        self.on_rotate: Rekey | None = None
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -64,6 +69,27 @@ class Session(MutableMapping[str, JsonValue]):
         """End the session: it is removed locally and deleted from memcached after the request."""
         self._invalidated = True
         self._attributes = {}
+
+    def outlived(self, lifetime: float, now: float) -> bool:
+        """Older than `lifetime` seconds since it was created (max_session_lifetime; 0:
+        never). A session new in this request is young by definition."""
+        return lifetime > 0 and not self.new and now - self.created > lifetime
+
+    def rotate_id(self) -> str:
+        """Give the session a new id (the servlet's changeSessionId, done after a sign-in so
+        that an id known before it, say one an attacker planted, is worth nothing after it):
+        a new random part, the same node and route, the data kept. At the end of the request
+        the session is stored under the new id and the copies under the old one are deleted;
+        the response carries the new id. Returns it."""
+        if self._invalidated:
+            raise SessionStoreError("an invalidated session has no id to rotate")
+        old = self.sid
+        self.sid = new_session_id(old.node, old.route)
+        if not self.persisted:
+            self.loaded_id = self.sid  # nothing stored under the old id: nothing to delete
+        if self.on_rotate is not None:
+            self.on_rotate(self, old)
+        return self.sid.text
 
     # -- change tracking ---------------------------------------------------------------
 

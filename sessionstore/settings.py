@@ -27,6 +27,8 @@ from .nodes import (
 
 Transcoder = Literal["json", "msgpack"]
 LockingKind = Literal["none", "all", "auto", "uriPattern"]
+CookieSecure = Literal["auto", "always", "never"]
+SameSite = Literal["Lax", "Strict", "None"]
 
 _ROUTE_RE = re.compile(ROUTE_PATTERN)
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
@@ -36,6 +38,14 @@ _FALSE = {"false", "0", "no", "off"}
 _MAX_EXPIRY = 30 * 24 * 3600
 _INT_RE = re.compile(r"[+-]?[0-9]{1,18}")
 _MAX_COUNT = 1_000_000_000
+# Cookie attribute values are written into Set-Cookie as they are: no ';', ',', spaces or
+# control characters (RFC 6265 path-value, a host name for the domain).
+_COOKIE_PATH_RE = re.compile(r"/[\x21-\x2b\x2d-\x3a\x3c-\x7e]{0,255}")
+_COOKIE_DOMAIN_RE = re.compile(r"\.?[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*[A-Za-z0-9]?")
+_SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+_TRACKING_MODES = {frozenset({"cookie", "url"}), frozenset({"cookie"})}
+_MAX_COOKIE_AGE = 400 * 24 * 3600  # what browsers cap a cookie's lifetime to
+_MAX_LIFETIME = 10 * 365 * 24 * 3600
 UNLIMITED = -1  # max_active_sessions: no cap, as Tomcat's maxActiveSessions = -1
 
 
@@ -73,6 +83,20 @@ class SessionStoreSettings:
     # internalProxies): comma-separated addresses or CIDR networks; "none" (or "" in TOML)
     # trusts no peer.
     trusted_proxies: str = DEFAULT_TRUSTED_PROXIES
+    # The session cookie's attributes (Tomcat's sessionCookiePath, sessionCookieDomain, ...).
+    # secure: "auto" when the request is https (X-Forwarded-Proto from trusted_proxies
+    # counts); same_site "None" always adds Secure, as browsers refuse it without.
+    session_cookie_path: str = "/"
+    session_cookie_domain: str = ""  # none: the cookie goes back to the host that set it
+    session_cookie_secure: CookieSecure = "auto"
+    session_cookie_same_site: SameSite = "Lax"
+    session_cookie_http_only: bool = True
+    session_cookie_max_age: float = 0.0  # 0: none, a browser-session cookie
+    # "cookie,url" (Tomcat's default tracking modes) or "cookie": then ;jsessionid= in a
+    # request is ignored and never written into links (ids in URLs leak into logs, Referer).
+    tracking_modes: str = "cookie,url"
+    # Absolute lifetime since creation, beside the idle max_inactive_interval; 0: none.
+    max_session_lifetime: float = 0.0
 
     def __post_init__(self) -> None:
         if not _ROUTE_RE.fullmatch(self.jvm_route):
@@ -129,6 +153,41 @@ class SessionStoreSettings:
             _fail("session_create_burst", self.session_create_burst,
                   "is not an integer 1..1000000")
         self.trusted_networks  # noqa: B018 - validates trusted_proxies
+        self._check_cookie_settings()
+        self.url_tracking  # noqa: B018 - validates tracking_modes
+        _check_bounded("max_session_lifetime", self.max_session_lifetime, _MAX_LIFETIME)
+
+    def _check_cookie_settings(self) -> None:
+        path, domain = self.session_cookie_path, self.session_cookie_domain
+        if not isinstance(path, str) or not _COOKIE_PATH_RE.fullmatch(path):
+            _fail("session_cookie_path", path,
+                  "is not a URL path starting with / (no spaces, ';' or ',')")
+        if not isinstance(domain, str) or (domain and (
+                len(domain) > 253 or not _COOKIE_DOMAIN_RE.fullmatch(domain))):
+            _fail("session_cookie_domain", domain, "is not a domain name (or \"\" for none)")
+        if self.session_cookie_secure not in ("auto", "always", "never"):
+            _fail("session_cookie_secure", self.session_cookie_secure,
+                  "is not one of auto, always, never")
+        same_site = self.session_cookie_same_site
+        canonical = _SAME_SITE.get(same_site.lower()) if isinstance(same_site, str) else None
+        if canonical is None:
+            _fail("session_cookie_same_site", same_site, "is not one of Lax, Strict, None")
+        object.__setattr__(self, "session_cookie_same_site", canonical)
+        if canonical == "None" and self.session_cookie_secure == "never":
+            _fail("session_cookie_secure", "never",
+                  "contradicts session_cookie_same_site = None (browsers need Secure for it)")
+        if not isinstance(self.session_cookie_http_only, bool):
+            _fail("session_cookie_http_only", self.session_cookie_http_only, "is not a boolean")
+        _check_bounded("session_cookie_max_age", self.session_cookie_max_age, _MAX_COOKIE_AGE)
+
+    @cached_property
+    def url_tracking(self) -> bool:
+        """True when ;jsessionid= in a URL is read and written (tracking_modes has "url")."""
+        modes = self.tracking_modes
+        if not isinstance(modes, str) or frozenset(
+                mode.strip().lower() for mode in modes.split(",")) not in _TRACKING_MODES:
+            _fail("tracking_modes", modes, 'is not "cookie,url" or "cookie"')
+        return "url" in modes.lower()
 
     @property
     def discovery(self) -> DnsNodes | None:
@@ -251,6 +310,13 @@ def _parse_int(key: str, raw: object) -> int:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_bounded(key: str, value: object, maximum: float) -> None:
+    """A number of seconds where 0 means "none"."""
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or not 0 <= value <= maximum):
+        raise SettingsError(key, value, f"is not 0 (none) or seconds up to {maximum:g}")
 
 
 def _check_duration(key: str, value: object, maximum: float) -> None:

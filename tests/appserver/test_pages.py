@@ -62,6 +62,7 @@ def test_json_is_the_documented_object_in_insertion_order() -> None:
         "address": "127.0.0.1:8081",
         "session_id": "3F2504E04F8911D39A0C0305E82C3301-n2.app1",
         "new": True,
+        "user": None,
         "attributes": {"first": "1", "second": "2"},
     }
     assert list(body["attributes"]) == ["first", "second"]

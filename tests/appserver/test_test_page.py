@@ -76,6 +76,7 @@ async def test_the_json_view_is_the_documented_object(app_client: AppClient) -> 
         "address": f"127.0.0.1:{client.port}",
         "session_id": body["session_id"],
         "new": True,
+        "user": None,
         "attributes": {"k": "v"},
     }
 

@@ -97,6 +97,6 @@ def test_backup_nodes_follow_in_list_order() -> None:
 ])
 def test_session_cookie_is_found_in_the_cookie_header(header: str | None,
                                                        value: str | None) -> None:
-    from sessionstore.middleware import _cookie_value
+    from sessionstore.tracking import cookie_value as _cookie_value
 
     assert _cookie_value(header, "JSESSIONID") == value
