@@ -3,9 +3,13 @@
 Starts one nginx as the fast backend (`return 200`), one nginx as a reverse
 proxy (one worker, upstream keep-alive) and this proxy (one process) in front
 of that same backend, then runs wrk against both proxies in alternation, three
-rounds each, for a small body and for a 1 MB body. Prints requests/s, p99
-latency and CPU time per request (user + system, of the proxy process or the
-nginx worker) per round, the medians, and the ratios proxy/nginx.
+rounds each, for a small body and for a 1 MB body, then over https: keep-alive
+requests (small body) and new connections (`Connection: close`, one TLS handshake
+per request), both proxies serving the same certificate (P-256, from
+scripts/make-certificate) with the same protocols and ciphers (the proxy's
+defaults). Prints requests/s, p99 latency and CPU time per request (user +
+system, of the proxy process or the nginx worker) per round, the medians, and
+the ratios proxy/nginx.
 
 Both proxies get the same treatment: one process (one nginx worker), the same
 backend, the same wrk parameters, a warm-up run, alternation round by round, and
@@ -29,135 +33,84 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from nginx_and_wrk import (  # noqa: E402  (bench/, beside this file)
+    children_of,
+    cpu_seconds,
+    free_port,
+    nginx_conf,
+    pin,
+    run_wrk,
+    start_nginx,
+    wait_for_port,
+)
+
+from proxy.values import DEFAULT_CIPHERS, DEFAULT_PROTOCOLS  # noqa: E402
 
 _SMALL_BODY = "hello from the backend\\n"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+CLOSE = "Connection: close"  # a new connection, so a new TLS handshake, per request
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
-
-
-def nginx_conf(workdir: Path, server_block: str, upstream_block: str = "") -> Path:
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf = f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx-{id(server_block)}.pid;
-error_log {workdir}/error-{id(server_block)}.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
-    keepalive_requests 1000000;
-    {upstream_block}
-    server {{
-        {server_block}
-    }}
-}}
-"""
-    path = workdir / f"nginx-{id(server_block)}.conf"
-    path.write_text(conf)
-    return path
-
-
-def start_nginx(conf: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["nginx", "-c", str(conf), "-p", str(conf.parent)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pin(pid: int, cpus: set[int] | None) -> None:
-    """Keep a process (and the threads it has) on `cpus`; None leaves it alone."""
-    if cpus is None:
-        return
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), cpus)
-
-
-def run_wrk(
-    port: int,
-    path: str,
-    duration: float,
+def compare(
+    urls: dict[str, str],
+    args: argparse.Namespace,
     connections: int,
-    cpus: set[int] | None = None,
-    headers: tuple[str, ...] = (),
-) -> tuple[float, float, int]:
-    """(requests per second, p99 latency in ms, requests completed)."""
-    result = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "--timeout",
-            "5s",
-            *(part for header in headers for part in ("-H", header)),
-            f"http://127.0.0.1:{port}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 30,
-        check=True,
-        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+    load_cpus: set[int] | None,
+    headers: tuple[str, ...],
+    cpu_pid: dict[str, int],
+) -> float:
+    """Alternating wrk rounds against nginx and the proxy; prints them and the medians and
+    returns the median throughput ratio proxy/nginx."""
+    for url in urls.values():  # warm-up
+        run_wrk(url, 1.0, connections, load_cpus, headers)
+    figures: dict[str, list[tuple[float, float, float]]] = {"nginx": [], "proxy": []}
+    for round_number in range(1, args.rounds + 1):
+        for name, url in urls.items():
+            before = cpu_seconds(cpu_pid[name])
+            rps, p99, total = run_wrk(url, args.duration, connections, load_cpus, headers)
+            cpu_us = (cpu_seconds(cpu_pid[name]) - before) / max(1, total) * 1e6
+            figures[name].append((rps, p99, cpu_us))
+            print(
+                f"  round {round_number} {name:5}: {rps:10.0f} req/s  "
+                f"p99 {p99:8.2f} ms  cpu {cpu_us:6.1f} us/request"
+            )
+    nginx_rps, nginx_p99, nginx_cpu = (
+        statistics.median(f[i] for f in figures["nginx"]) for i in range(3)
     )
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
-    match = re.search(r"99%\s+([\d.]+)(us|ms|s)", result.stdout)
-    assert match is not None, result.stdout
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
-    if errors:
-        print(f"    (warning: {errors.group(1)} non-2xx responses)")
-    total = re.search(r"(\d+) requests in", result.stdout)
-    assert total is not None, result.stdout
-    return rps, float(match.group(1)) * scale, int(total.group(1))
+    proxy_rps, proxy_p99, proxy_cpu = (
+        statistics.median(f[i] for f in figures["proxy"]) for i in range(3)
+    )
+    print(
+        f"  median nginx {nginx_rps:.0f} req/s p99 {nginx_p99:.2f} ms | "
+        f"proxy {proxy_rps:.0f} req/s p99 {proxy_p99:.2f} ms"
+    )
+    print(
+        f"  ratio proxy/nginx: throughput {proxy_rps / nginx_rps:.2f}x "
+        f"(target >= 0.8), p99 {proxy_p99 / nginx_p99:.2f}x (target <= 2)"
+    )
+    print(
+        f"  cpu per request: nginx {nginx_cpu:.1f} us, proxy {proxy_cpu:.1f} us "
+        f"({proxy_cpu / nginx_cpu:.2f}x)"
+    )
+    # Other load on the machine only ever slows a round down: the best round of each is
+    # the least disturbed one.
+    best_nginx, best_proxy = max(figures["nginx"]), max(figures["proxy"])
+    print(
+        f"  best rounds: nginx {best_nginx[0]:.0f} req/s, proxy {best_proxy[0]:.0f} "
+        f"req/s: throughput {best_proxy[0] / best_nginx[0]:.2f}x, "
+        f"p99 {best_proxy[1] / best_nginx[1]:.2f}x"
+    )
+    return proxy_rps / nginx_rps
 
 
 def main() -> int:
@@ -184,13 +137,18 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed (Debian packages nginx-light and wrk)", file=sys.stderr)
             return 2
-    repo = Path(__file__).resolve().parent.parent
     backend_port, nginx_port, proxy_port = free_port(), free_port(), free_port()
+    nginx_tls_port, proxy_tls_port = free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
         workdir = Path(tmp)
         big = workdir / "big.bin"
         big.write_bytes(os.urandom(1024 * 1024))
+        certs = workdir / "certs"
+        subprocess.run(
+            [REPO / "scripts" / "make-certificate", certs], check=True, capture_output=True
+        )
+        cert, key = certs / "cert.pem", certs / "key.pem"
         backend = nginx_conf(
             workdir,
             f"""listen 127.0.0.1:{backend_port} backlog=4096;
@@ -200,6 +158,11 @@ def main() -> int:
         front = nginx_conf(
             workdir,
             f"""listen 127.0.0.1:{nginx_port} backlog=4096;
+        listen 127.0.0.1:{nginx_tls_port} ssl backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {" ".join(DEFAULT_PROTOCOLS)};
+        ssl_ciphers {DEFAULT_CIPHERS};
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -216,7 +179,9 @@ def main() -> int:
         )
         env = dict(
             os.environ,
-            LISTEN=f"127.0.0.1:{proxy_port}",
+            LISTEN=f"127.0.0.1:{proxy_port},127.0.0.1:{proxy_tls_port} ssl",
+            SSL_CERTIFICATE=str(cert),
+            SSL_CERTIFICATE_KEY=str(key),
             UPSTREAMS=f"backend=127.0.0.1:{backend_port}",
             POLICY="round_robin",
             HEALTH_INTERVAL="0",
@@ -228,13 +193,13 @@ def main() -> int:
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "proxy"],
-                    cwd=repo,
+                    cwd=REPO,
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
             )
-            for port in (backend_port, nginx_port, proxy_port):
+            for port in (backend_port, nginx_port, proxy_port, nginx_tls_port, proxy_tls_port):
                 wait_for_port(port)
             # Whose CPU time to count: the front nginx's worker, and the proxy process.
             workers = children_of(processes[1].pid)
@@ -258,51 +223,29 @@ def main() -> int:
             headers = tuple(args.header)
             if headers:
                 print(f"every request also sends: {', '.join(headers)}")
-            for label, path in (("small body", "/small"), ("1 MB body", "/big.bin")):
-                connections = args.connections if path == "/small" else 10
+            http = {
+                "nginx": f"http://127.0.0.1:{nginx_port}",
+                "proxy": f"http://127.0.0.1:{proxy_port}",
+            }
+            https = {
+                "nginx": f"https://127.0.0.1:{nginx_tls_port}",
+                "proxy": f"https://127.0.0.1:{proxy_tls_port}",
+            }
+            runs = (
+                ("small body", http, "/small", args.connections, headers),
+                ("1 MB body", http, "/big.bin", 10, headers),
+                ("https keep-alive, small body", https, "/small", args.connections, headers),
+                ("https new connections", https, "/small", args.connections, (*headers, CLOSE)),
+            )
+            ratios = {}
+            for label, bases, path, connections, sent in runs:
                 print(f"== {label}: wrk -t1 -c{connections} -d{args.duration:g}s")
-                for port in (nginx_port, proxy_port):  # warm-up
-                    run_wrk(port, path, 1.0, connections, load_cpus, headers)
-                figures: dict[str, list[tuple[float, float, float]]] = {"nginx": [], "proxy": []}
-                for round_number in range(1, args.rounds + 1):
-                    for name, port in (("nginx", nginx_port), ("proxy", proxy_port)):
-                        before = cpu_seconds(cpu_pid[name])
-                        rps, p99, total = run_wrk(
-                            port, path, args.duration, connections, load_cpus, headers
-                        )
-                        cpu_us = (cpu_seconds(cpu_pid[name]) - before) / max(1, total) * 1e6
-                        figures[name].append((rps, p99, cpu_us))
-                        print(
-                            f"  round {round_number} {name:5}: {rps:10.0f} req/s  "
-                            f"p99 {p99:8.2f} ms  cpu {cpu_us:6.1f} us/request"
-                        )
-                nginx_rps = statistics.median(f[0] for f in figures["nginx"])
-                proxy_rps = statistics.median(f[0] for f in figures["proxy"])
-                nginx_p99 = statistics.median(f[1] for f in figures["nginx"])
-                proxy_p99 = statistics.median(f[1] for f in figures["proxy"])
-                nginx_cpu = statistics.median(f[2] for f in figures["nginx"])
-                proxy_cpu = statistics.median(f[2] for f in figures["proxy"])
-                print(
-                    f"  median nginx {nginx_rps:.0f} req/s p99 {nginx_p99:.2f} ms | "
-                    f"proxy {proxy_rps:.0f} req/s p99 {proxy_p99:.2f} ms"
-                )
-                print(
-                    f"  ratio proxy/nginx: throughput {proxy_rps / nginx_rps:.2f}x "
-                    f"(target >= 0.8), p99 {proxy_p99 / nginx_p99:.2f}x (target <= 2)"
-                )
-                print(
-                    f"  cpu per request: nginx {nginx_cpu:.1f} us, proxy {proxy_cpu:.1f} us "
-                    f"({proxy_cpu / nginx_cpu:.2f}x)"
-                )
-                # Other load on the machine only ever slows a round down: the best round of
-                # each is the least disturbed one.
-                best_nginx = max(figures["nginx"])
-                best_proxy = max(figures["proxy"])
-                print(
-                    f"  best rounds: nginx {best_nginx[0]:.0f} req/s, proxy {best_proxy[0]:.0f} "
-                    f"req/s: throughput {best_proxy[0] / best_nginx[0]:.2f}x, "
-                    f"p99 {best_proxy[1] / best_nginx[1]:.2f}x"
-                )
+                urls = {name: base + path for name, base in bases.items()}
+                ratios[label] = compare(urls, args, connections, load_cpus, sent, cpu_pid)
+            print(
+                f"https: keep-alive requests {ratios[runs[2][0]]:.2f}x nginx (target >= 0.7), "
+                f"new connections (handshakes) {ratios[runs[3][0]]:.2f}x nginx"
+            )
         finally:
             for process in processes:
                 process.terminate()

@@ -30,8 +30,13 @@ def banner(topology: Topology, command: str) -> list[str]:
     launcher is typed again (cli_command())."""
     lines = []
     for proxy in topology.of_role("proxy"):
-        base = f"http://{Address(proxy.listen.connect_host, proxy.listen.port)}"
-        lines.append(f"Open {base}/test   (proxy status: {base}{status_prefix(proxy)}/status)")
+        scheme = "https" if proxy.listen_is_ssl else "http"
+        base = f"{scheme}://{Address(proxy.listen.connect_host, proxy.listen.port)}"
+        https = proxy.https
+        # With an ssl listener, the page is opened over https; the status page stays where
+        # the launcher probes it.
+        page = f"https://{Address(https.connect_host, https.port)}" if https else base
+        lines.append(f"Open {page}/test   (proxy status: {base}{status_prefix(proxy)}/status)")
     program = command.split()[0]
     relative = "/" in program and not program.startswith("/")
     where = "In another terminal, in this directory:" if relative else "In another terminal:"

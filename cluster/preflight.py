@@ -21,22 +21,24 @@ def find_memcached() -> str:
 
 
 def check_port_free(member: Member, config: str = "the topology") -> None:
-    """A bind attempt, as the member itself will make (SO_REUSEADDR, like the servers)."""
-    family = socket.AF_INET6 if ":" in member.listen.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((member.listen.host, member.listen.port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
+    """A bind attempt on each of the member's addresses, as the member itself will make
+    (SO_REUSEADDR, like the servers)."""
+    for address in member.addresses:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address.host, address.port))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise PreflightError(
+                        f"port {address.port} is already in use "
+                        f"({member.name} wants to listen on {address}): stop what holds it, "
+                        f"or give {member.name} another port in {config}"
+                    ) from None
                 raise PreflightError(
-                    f"port {member.listen.port} is already in use "
-                    f"({member.name} wants to listen on {member.listen}): stop what holds it, "
-                    f"or give {member.name} another port in {config}"
+                    f"{member.name} cannot listen on {address}: {error.strerror}"
                 ) from None
-            raise PreflightError(
-                f"{member.name} cannot listen on {member.listen}: {error.strerror}"
-            ) from None
 
 
 def preflight(topology: Topology, config: str = "the topology") -> str | None:

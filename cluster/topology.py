@@ -2,8 +2,9 @@
 
 The file has one table per role (`[memcached]`, `[appserver]`, `[proxy]`). A role
 table's scalar keys are defaults for its members; each `[role.NAME]` sub-table is
-one member and overrides them. `listen` and `host` are read here; memcached's
-`memory` and `item_size_limit` too, since the launcher is memcached's only
+one member and overrides them. `listen` and `host` are read here (a proxy's `listen`
+may list several addresses, each optionally followed by ` ssl`, as the proxy reads it);
+memcached's `memory` and `item_size_limit` too, since the launcher is memcached's only
 configuration. Every other key belongs to the app server or proxy, which read the
 same file themselves.
 """
@@ -27,7 +28,12 @@ DEFAULT_ITEM_SIZE_LIMIT = "1m"
 # The keys the launcher reads itself: (key, default as TOML writes it or "(words)", meaning).
 # `sessionha up --help` and docs/reference.md are printed from this table: they cannot drift.
 MEMBER_KEYS: tuple[tuple[str, str, str], ...] = (
-    ("listen", "(required)", "host:port the member listens on (every role)"),
+    (
+        "listen",
+        "(required)",
+        "host:port the member listens on (every role); a proxy may list several, each optionally "
+        'followed by " ssl" ("127.0.0.1:8080,127.0.0.1:8443 ssl")',
+    ),
     ("host", "(none)", 'the machine the member stands for, e.g. "host1" (every role)'),
     ("memory", str(DEFAULT_MEMORY_MB), "memcached: MB of memory for items (memcached -m)"),
     (
@@ -62,6 +68,22 @@ class Member:
     listen: Address
     host: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Every address of a proxy's `listen` list and whether it is ssl; `listen` is its first
+    # plain one (the first ssl one if it has none), which the launcher probes.
+    listeners: tuple[tuple[Address, bool], ...] = ()
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return tuple(address for address, _ in self.listeners) or (self.listen,)
+
+    @property
+    def https(self) -> Address | None:
+        """The first ssl listener of a proxy, where its https URL points."""
+        return next((address for address, secure in self.listeners if secure), None)
+
+    @property
+    def listen_is_ssl(self) -> bool:
+        return (self.listen, True) in self.listeners
 
     @property
     def memory_mb(self) -> int:
@@ -130,7 +152,28 @@ def _member(role: Role, name: str, table: Mapping[str, Any], defaults: Mapping[s
             raise TopologyError(
                 f'{where}: item_size_limit must look like "1m" or "512k", got {limit!r}'
             )
+    if role == "proxy":
+        listeners = parse_listeners(merged["listen"], where=where)
+        plain = [address for address, secure in listeners if not secure]
+        first = plain[0] if plain else listeners[0][0]
+        return Member(name, role, first, host, merged, listeners)
     return Member(name, role, parse_address(merged["listen"], where=where), host, merged)
+
+
+def parse_listeners(text: object, *, where: str) -> tuple[tuple[Address, bool], ...]:
+    """A proxy's `listen`: `host:port[ ssl],...`."""
+    if not isinstance(text, str):
+        raise TopologyError(f"{where}: listen must be a string like '127.0.0.1:8080', got {text!r}")
+    listeners = []
+    for entry in text.split(","):
+        address, *options = entry.split() or [""]
+        if options not in ([], ["ssl"]):
+            raise TopologyError(
+                f"{where}: listen entries are host:port, optionally followed by ssl; "
+                f"got {entry.strip()!r}"
+            )
+        listeners.append((parse_address(address, where=where), bool(options)))
+    return tuple(listeners)
 
 
 def parse_topology(data: Mapping[str, Any]) -> Topology:
@@ -162,12 +205,15 @@ def parse_topology(data: Mapping[str, Any]) -> Topology:
             )
         seen_names[member.name] = member
         # Same port on two loopback/wildcard addresses still collides, so ports are unique.
-        other = seen_ports.get(member.listen.port)
-        if other is not None:
-            raise TopologyError(
-                f"{other.name} and {member.name} both listen on port {member.listen.port}"
-            )
-        seen_ports[member.listen.port] = member
+        for address in member.addresses:
+            other = seen_ports.get(address.port)
+            if other is not None:
+                raise TopologyError(
+                    f"{other.name} and {member.name} both listen on port {address.port}"
+                    if other is not member
+                    else f"{member.name} lists port {address.port} twice"
+                )
+            seen_ports[address.port] = member
     return Topology(tuple(members))
 
 

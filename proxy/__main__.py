@@ -20,14 +20,16 @@ import sys
 import textwrap
 import tomllib
 
-from proxy.errors import SettingsError
+from proxy.errors import SettingsError, TlsError
 from proxy.server import ProxyServer
 from proxy.settings import KNOWN_KEYS, ProxySettings, settings_from_environ, settings_from_toml
+from proxy.tls import CertificateStore
 
 # What each setting means, for `--help` and docs/reference.md. tests/docs checks that every
 # key the settings accept (KNOWN_KEYS) is here and nothing else: a new key gets a line here.
 MEANINGS: dict[str, str] = {
-    "listen": "host:port (port 0: the system picks one)",
+    "listen": 'host:port, each optionally followed by " ssl", comma-separated (port 0: the '
+    "system picks one); the first is the proxy's address",
     "upstreams": '"name=host:port[ weight=N],..." (the name is the app server\'s route), or '
     '"dns:NAME:PORT" to discover them',
     "policy": '"sticky" (by the route suffix of the session id) or "round_robin"',
@@ -56,11 +58,23 @@ MEANINGS: dict[str, str] = {
     "set_real_ip_from": "peers (CIDRs or addresses, comma-separated) whose X-Forwarded-* and "
     "real_ip_header are believed; from anyone else they are replaced",
     "real_ip_header": "with set_real_ip_from: the header naming the client (its last address)",
+    "ssl_certificate": "PEM file of the certificate, then its chain, served by every ssl "
+    "listener; re-read on SIGHUP (a broken one leaves the previous one in use)",
+    "ssl_certificate_key": "PEM file of ssl_certificate's private key (not encrypted)",
+    "ssl_protocols": "TLS versions offered, a contiguous range of TLSv1 TLSv1.1 TLSv1.2 TLSv1.3",
+    "ssl_ciphers": "OpenSSL cipher list for TLS 1.2 and older (default: Mozilla intermediate)",
+    "redirect_to_https": "plain listeners answer 301 to the same host and path on the first ssl "
+    "listener (status_prefix and health_path excepted)",
+    "hsts_max_age": "seconds of Strict-Transport-Security sent on ssl listeners (0: off)",
 }
 _FIELDS = {field.name: field for field in dataclasses.fields(ProxySettings)}
+_DEFAULTS = ProxySettings()
 # Keys whose default is not the dataclass field of the same name.
 SHOWN_DEFAULTS = {
-    "listen": json.dumps(f"{_FIELDS['listen_host'].default}:{_FIELDS['listen_port'].default}"),
+    "listen": json.dumps(",".join(str(listener) for listener in _DEFAULTS.listeners)),
+    "ssl_protocols": json.dumps(" ".join(_DEFAULTS.ssl_protocols)),
+    "ssl_certificate": "(none)",
+    "ssl_certificate_key": "(none)",
     "upstreams": "(required)",
     "set_real_ip_from": '"" (nobody)',
 }
@@ -135,10 +149,31 @@ def load_settings(argv: list[str] | None = None) -> ProxySettings:
         raise SettingsError("config", args.config, error.strerror or str(error)) from None
     except tomllib.TOMLDecodeError as error:
         raise SettingsError("config", args.config, f"not valid TOML: {error}") from None
-    return settings_from_toml(document, args.name)
+    settings = settings_from_toml(document, args.name)
+    # A certificate named in a topology file is found next to it, wherever the proxy runs.
+    base = os.path.dirname(os.path.abspath(args.config))
+    return dataclasses.replace(
+        settings,
+        ssl_certificate=settings.ssl_certificate and os.path.join(base, settings.ssl_certificate),
+        ssl_certificate_key=settings.ssl_certificate_key
+        and os.path.join(base, settings.ssl_certificate_key),
+    )
 
 
-async def serve(settings: ProxySettings) -> None:
+def certificate_store(settings: ProxySettings) -> CertificateStore | None:
+    """The one certificate every ssl listener serves (None without ssl listeners); TlsError
+    names the file that cannot be used."""
+    if not settings.ssl_listeners:
+        return None
+    return CertificateStore(
+        settings.ssl_certificate,
+        settings.ssl_certificate_key,
+        protocols=settings.ssl_protocols,
+        ciphers=settings.ssl_ciphers,
+    )
+
+
+async def serve(settings: ProxySettings, store: CertificateStore | None = None) -> None:
     # Requests allocate many short-lived containers and few cycles: collect less often.
     gc.freeze()
     gc.set_threshold(50_000, 50, 50)
@@ -146,15 +181,21 @@ async def serve(settings: ProxySettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if store is not None:
+        # As nginx: SIGHUP re-reads the certificate for new connections. Reading files is
+        # blocking, so it runs off the loop; reload() logs its one line either way.
+        loop.add_signal_handler(signal.SIGHUP, loop.run_in_executor, None, store.reload)
     if settings.discovery is not None:
         upstreams = f"{settings.discovery.label} (every {settings.resolver_valid:g}s)"
     else:
         upstreams = ", ".join(f"{u.name}={u.address}" for u in settings.upstreams)
-    async with ProxyServer(settings) as proxy:
+    async with ProxyServer(settings, store=store) as proxy:
+        listening = ", ".join(
+            f"{listener.address.rpartition(':')[0]}:{port}{' ssl' if listener.ssl else ''}"
+            for listener, port in zip(settings.listeners, proxy.ports, strict=True)
+        )
         print(
-            f"proxy listening on {settings.listen_host}:{proxy.port}, "
-            f"upstreams {upstreams}, "
-            f"policy {settings.policy}",
+            f"proxy listening on {listening}, upstreams {upstreams}, policy {settings.policy}",
             file=sys.stderr,
             flush=True,
         )
@@ -165,7 +206,8 @@ async def serve(settings: ProxySettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
-    except SettingsError as error:
+        store = certificate_store(settings)
+    except (SettingsError, TlsError) as error:
         print(f"proxy: {error}", file=sys.stderr)
         return 2
     # One line per event (upstreams discovered, drained, DNS problems) on stderr.
@@ -177,13 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(settings))
+        runner(serve(settings, store))
     except OSError as error:
-        print(
-            f"proxy: cannot listen on {settings.listen_host}:{settings.listen_port}: "
-            f"{error.strerror}",
-            file=sys.stderr,
-        )
+        listen = ",".join(str(listener) for listener in settings.listeners)
+        print(f"proxy: cannot listen on {listen}: {error.strerror}", file=sys.stderr)
         return 1
     with contextlib.suppress(Exception):
         sys.stderr.flush()

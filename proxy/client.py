@@ -6,6 +6,11 @@ exchange: `take_request` does what dispatching does when a pooled upstream
 connection is at hand; its response comes back through `ResponseRelay.lean_response`
 (response.py). Everything else goes to the connection's `RequestParser`
 (request.py); the exchange state is the connection's `Relay` (relay.py).
+
+The listener's `Edge` (edge.py) comes with the connection: the scheme goes into the
+forwarding lines once per connection, the Strict-Transport-Security line of an ssl
+listener to its ResponseRelay. `RedirectingConnection` is a plain listener's connection
+under `redirect_to_https`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from time import perf_counter
 from typing import cast
 
 from proxy.balancer import route_of_request
+from proxy.edge import PLAIN, Edge, redirect_answer
 from proxy.message import BODYLESS_REQUEST
 from proxy.records import Exchange, Shared
 from proxy.relay import Relay
@@ -25,6 +31,7 @@ from proxy.wire import (
     BODY_OR_UPGRADE,
     COOKIE_VALUES,
     LEAN_REQUEST_MAX,
+    MAX_HEADER_BYTES,
     SIMPLE_REQUEST,
     WRITE_HIGH,
     LeanRequest,
@@ -39,8 +46,9 @@ class ClientConnection(asyncio.Protocol):
     relay: Relay
     request: RequestParser
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, edge: Edge = PLAIN) -> None:
         self.shared = shared
+        self.edge = edge
         # The end of every lean request head for the upstream (after X-Forwarded-Host).
         self.forwarded_tail = b""
 
@@ -50,23 +58,26 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         shared = self.shared
         relay = self.relay = Relay(shared, transport)
-        relay.sink = ResponseRelay(relay)
+        relay.sink = ResponseRelay(relay, self.edge.hsts)
         peer = transport.get_extra_info("peername")
         ip = (peer[0] if peer else "unknown").encode()
         trusted = shared.settings.set_real_ip_from
         # Only a peer inside set_real_ip_from may name the client (nginx's real_ip module).
         real_ip_header = shared.real_ip_header if trusted and inside(ip.decode(), trusted) else None
-        self.request = RequestParser(relay, ip, real_ip_header)
+        self.request = RequestParser(relay, ip, real_ip_header, self.edge.scheme)
         self.forwarded_tail = b"".join(
             (
                 b"\r\nX-Forwarded-For: ",
                 ip,
-                b"\r\nX-Forwarded-Proto: http\r\nX-Real-IP: ",
+                b"\r\nX-Forwarded-Proto: ",
+                self.edge.scheme,
+                b"\r\nX-Real-IP: ",
                 ip,
                 b"\r\n\r\n",
             )
         )
         shared.clients.add(self)
+        shared.accepted += 1
         relay.read_deadline = shared.now + shared.settings.client_header_timeout
 
     def data_received(self, data: bytes) -> None:
@@ -184,7 +195,6 @@ class ClientConnection(asyncio.Protocol):
         if conn is not None:
             conn.resume_reading(self.shared.now + self.shared.read_timeout)
 
-    # -- used by the server ----------------------------------------------------
     # -- used by the server (only for connections made) ------------------------
     @property
     def busy(self) -> bool:
@@ -215,3 +225,50 @@ class ClientConnection(asyncio.Protocol):
         if relay.send_deadline and now > relay.send_deadline:
             relay.send_deadline = 0.0
             relay.transport.abort()
+
+
+class RedirectingConnection(ClientConnection):
+    """A plain listener's connection under `redirect_to_https`: each request head is read
+    whole first; the status pages and the health path go on as on any listener, anything
+    else gets its 301 (edge.redirect_answer) and the connection closes."""
+
+    def __init__(self, shared: Shared, edge: Edge) -> None:
+        super().__init__(shared, edge)
+        self.pending = b""
+        self.exempt = (shared.status_prefix, shared.settings.health_path.encode())
+
+    def data_received(self, data: bytes) -> None:
+        relay, request = self.relay, self.request
+        if not self.pending and (
+            relay.active is not None
+            or not request.in_head
+            or request.header_bytes
+            or relay.tunnel_to is not None
+        ):
+            super().data_received(data)  # within a request let through
+            return
+        if relay.closing:
+            return
+        pending = self.pending = self.pending + data
+        end = pending.find(b"\r\n\r\n")
+        if end < 0:
+            if len(pending) > MAX_HEADER_BYTES:
+                self.pending = b""
+                request.reject(431, "request header too large")
+            return
+        self.pending = b""
+        # Let through only a request alone in what was read: one pipelined behind it would
+        # pass unseen.
+        alone = end + 4 == len(pending)
+        answer = redirect_answer(
+            pending[: end + 4],
+            port=self.edge.redirect_port,
+            default_host=request.server_host().rpartition(b":")[0],
+            exempt=self.exempt if alone else None,
+        )
+        if answer is None:
+            super().data_received(pending)
+            return
+        relay.read_deadline = 0.0
+        relay.write(answer)
+        relay.close()

@@ -7,8 +7,9 @@ their results in; the pure rules are in membership.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from proxy.health import Change, HealthEvent
 from proxy.membership import Membership
@@ -129,8 +130,10 @@ class DiscoveredUpstreams:
         route: str | None,
         *,
         started: float | None = None,
+        report: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record one health check of `host` (begun at `started`): admission, route, up/down."""
+        """Record one health check of `host` (begun at `started`): admission, route, up/down,
+        and the app server's `report` for the cluster view."""
         upstream = self.by_host.get(host)
         member = self.membership.members.get(host)
         if upstream is None or member is None or member.gone:
@@ -140,6 +143,8 @@ class DiscoveredUpstreams:
         upstream.health.record_check(now, passed, reason, started=started)
         if passed:
             self.membership.learned(host, route)
+        else:
+            upstream.stats.check_failures += 1
         if not admitted and upstream.health.admitted:
             log.info(
                 "upstream %s passed its health check (route %s): takes traffic",
@@ -147,6 +152,8 @@ class DiscoveredUpstreams:
                 route or "none reported",
             )
         self._reconcile(now)
+        if report is not None:
+            self.set.cluster.reported(upstream.spec.name, report, now)
 
     # -- applying names and rotation --------------------------------------------
     def _reconcile(self, now: float) -> None:

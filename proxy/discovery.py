@@ -22,7 +22,7 @@ from typing import Any
 
 from netnames import NameWatch, Resolver, getaddrinfo_resolver
 from netnames.watch import RESOLVE_TIMEOUT
-from proxy.checker import probe_upstream
+from proxy.checker import check_health
 from proxy.discovered import DiscoveredUpstreams
 from proxy.health import HealthEvent
 from proxy.records import UpstreamSet
@@ -124,11 +124,18 @@ class UpstreamDiscovery:
         settings = self.settings
         while True:
             started = self.set.clock()
-            passed, reason, route = await probe_upstream(
-                host, self.target.port, settings.health_path, settings.health_timeout
+            check = await check_health(
+                host, self.target.port, settings.health_path, settings.health_timeout, exact=True
             )
             try:
-                self.upstreams.checked(host, passed, reason, route, started=started)
+                self.upstreams.checked(
+                    host,
+                    check.passed,
+                    check.reason,
+                    check.route,
+                    started=started,
+                    report=check.report,
+                )
             except Exception:  # a bug must not stop this address's checks for good
                 log.exception("upstream %s: recording a health check failed", host)
             await asyncio.sleep(settings.health_interval)

@@ -24,3 +24,13 @@ class BadRequestError(ProxyError):
         self.status = status
         self.reason = reason
         super().__init__(f"{status} {reason}")
+
+
+class TlsError(ProxyError):
+    """A certificate or key file the proxy cannot serve TLS with."""
+
+    def __init__(self, key: str, path: str, why: str) -> None:
+        self.key = key
+        self.path = path
+        self.why = why
+        super().__init__(f"{key} {path}: {why}")

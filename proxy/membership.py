@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from netnames import address_text
 
@@ -56,6 +57,8 @@ def diff_addresses(current: Iterable[str], resolved: Iterable[str]) -> AddressCh
 class HealthAnswer:
     status: int | None  # None when the bytes are not an HTTP response
     route: str | None
+    # The JSON object of the body (appserver's /health), None for any other body.
+    report: dict[str, Any] | None = None
 
 
 def _split(raw: bytes) -> tuple[int | None, dict[bytes, bytes], bytes]:
@@ -113,16 +116,23 @@ def health_answer_complete(raw: bytes) -> bool:
     return _body(headers, body) is not None
 
 
-def route_from_health_body(body: bytes) -> str | None:
-    """The `"route"` of a JSON health answer, when it is a usable upstream name."""
+def report_from_health_body(body: bytes) -> dict[str, Any] | None:
+    """The JSON object of a health answer's body, or None."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    route = document.get("route") if isinstance(document, dict) else None
-    if isinstance(route, str) and _ROUTE.match(route):
-        return route
-    return None
+    return document if isinstance(document, dict) else None
+
+
+def route_from_health_body(body: bytes) -> str | None:
+    """The `"route"` of a JSON health answer, when it is a usable upstream name."""
+    return _route_of(report_from_health_body(body))
+
+
+def _route_of(report: Mapping[str, Any] | None) -> str | None:
+    route = report.get("route") if report is not None else None
+    return route if isinstance(route, str) and _ROUTE.match(route) else None
 
 
 def parse_health_answer(raw: bytes) -> HealthAnswer:
@@ -131,11 +141,12 @@ def parse_health_answer(raw: bytes) -> HealthAnswer:
     if status is None:
         return HealthAnswer(None, None)
     payload = _body(headers, body)
-    route = route_from_health_body(payload) if payload else None
+    report = report_from_health_body(payload) if payload else None
+    route = _route_of(report)
     if route is None:
         header = headers.get(_ROUTE_HEADER, b"").decode("latin-1")
         route = header if _ROUTE.match(header) else None
-    return HealthAnswer(status, route)
+    return HealthAnswer(status, route, report)
 
 
 # -- membership ----------------------------------------------------------------

@@ -111,6 +111,7 @@ def prepare_request(
     max_body_size: int,
     default_host: bytes = b"",
     real_ip_header: bytes | None = None,
+    scheme: bytes = b"http",
 ) -> PreparedRequest:
     """Check a parsed request and build the head for the upstream, or raise BadRequestError.
 
@@ -120,6 +121,8 @@ def prepare_request(
     `default_host` is the Host sent for an HTTP/1.0 request that has none (nginx's
     $host falls back to the server's own name), as HTTP/1.1 requires one.
     `real_ip_header` (lower case) is set when the peer is trusted to name the client.
+    `scheme` is the connection's (b"https" on an ssl listener): what X-Forwarded-Proto says,
+    unless a trusted peer says otherwise.
     """
     if method in _REFUSED_METHODS:
         raise BadRequestError(405, f"method {method.decode()} not allowed")
@@ -197,13 +200,13 @@ def prepare_request(
             lines = _drop_named(lines, dropped)
     if real_ip_header is None:
         lines += (b"X-Forwarded-Host: ", host, b"\r\nX-Forwarded-For: ", client_ip)
-        lines += (b"\r\nX-Forwarded-Proto: http\r\nX-Real-IP: ", client_ip, b"\r\n")
+        lines += (b"\r\nX-Forwarded-Proto: ", scheme, b"\r\nX-Real-IP: ", client_ip, b"\r\n")
     else:
         if real_ip_header not in _FORWARDING:
             for name, value in headers:
                 if name.lower() == real_ip_header:
                     forwarded[real_ip_header] = value
-        lines += trusted_forwarding(host, client_ip, forwarded, real_ip_header)
+        lines += trusted_forwarding(host, client_ip, forwarded, real_ip_header, scheme)
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if tunnel and upgrade_value is not None:
@@ -228,17 +231,22 @@ _FORWARDING = frozenset(
 
 
 def trusted_forwarding(
-    host: bytes, peer: bytes, claimed: dict[bytes, bytes], real_ip_header: bytes
+    host: bytes,
+    peer: bytes,
+    claimed: dict[bytes, bytes],
+    real_ip_header: bytes,
+    scheme: bytes = b"http",
 ) -> tuple[bytes, ...]:
     """The X-Forwarded-* lines for a request from a trusted proxy: its word on the
     client (`real_ip_header`, the last address of a list), scheme and host is kept when
-    well formed; the chain gets the peer appended."""
+    well formed (else the connection's `scheme` and Host); the chain gets the peer
+    appended."""
     named = claimed.get(real_ip_header, b"").rpartition(b",")[2].strip()
     client = named if _IP.fullmatch(named) else peer
     chain = claimed.get(b"x-forwarded-for")
     proto = claimed.get(b"x-forwarded-proto", b"").rpartition(b",")[2].strip().lower()
     if proto not in (b"http", b"https"):
-        proto = b"http"
+        proto = scheme
     forwarded_host = claimed.get(b"x-forwarded-host", b"").rpartition(b",")[2].strip()
     if _HOST.fullmatch(forwarded_host) is None:
         forwarded_host = host

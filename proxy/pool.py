@@ -54,7 +54,7 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(shared, upstream.idle, self.connections),
+                    lambda: UpstreamConnection(shared, upstream, self.connections),
                     spec.host,
                     spec.port,
                 )

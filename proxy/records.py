@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from proxy.balancer import Balancer
+from proxy.cluster import ClusterView
 from proxy.health import EventLog, UpstreamHealth
 from proxy.message import PreparedRequest
 from proxy.settings import ProxySettings, UpstreamSpec
@@ -107,6 +108,8 @@ class UpstreamSet:
         self.settings = settings
         self.clock = clock
         self.events = EventLog()
+        # What the app servers' health answers tell of the cluster (status page).
+        self.cluster = ClusterView()
         self.by_name: dict[str, Upstream] = {}
         for spec in settings.upstreams:
             self.by_name[spec.name] = Upstream(spec, self.new_health(spec.name))
@@ -162,6 +165,9 @@ class Shared:
         self.balancer = upstreams.balancer
         self.clock = upstreams.clock
         self.local_response = local_response
+        # The status page's live updates (status_stream.py), once the server sets them.
+        self.status_events_path = b""
+        self.subscribe_status: Callable[[Any, bool], None] | None = None
         self.status_prefix = settings.status_prefix.encode() + b"/"
         self.sticky = settings.policy == "sticky"
         self.cookie_name = settings.session_cookie_name
@@ -175,6 +181,7 @@ class Shared:
         # The loop's clock, refreshed by the ticker: deadlines are compared to it.
         self.now = now
         self.retries = 0
+        self.accepted = 0  # client connections, since the start
         # Client connections (server.py walks them for deadlines and shutdown).
         self.clients: set[Any] = set()
 

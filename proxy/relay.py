@@ -168,7 +168,20 @@ class Relay:
 
     def answer_locally(self, ex: Exchange) -> None:
         """A request under the status prefix: the proxy answers it itself."""
-        response, keep_alive = self.shared.local_response(ex.method, ex.target, ex.keep_alive)
+        shared = self.shared
+        subscribe = shared.subscribe_status
+        if (
+            subscribe is not None
+            and ex.method in (b"GET", b"HEAD")
+            and ex.target.split(b"?", 1)[0] == shared.status_events_path
+        ):
+            # The live updates: the connection is the stream's from here on.
+            self.active = None
+            self.closing = True
+            self.read_deadline = 0.0
+            subscribe(self.transport, ex.head_only)
+            return
+        response, keep_alive = shared.local_response(ex.method, ex.target, ex.keep_alive)
         self.write(response)
         ex.keep_alive = keep_alive
         ex.response_started = True

@@ -10,6 +10,7 @@ import logging
 
 import httptools
 
+from netnames import address_text
 from proxy.balancer import route_of_request
 from proxy.errors import BadRequestError
 from proxy.message import error_response, prepare_request
@@ -26,13 +27,21 @@ _BODY_BUFFER_HIGH = 256 * 1024
 class RequestParser:
     """The request side of one downstream connection, below its lean path."""
 
-    def __init__(self, relay: Relay, client_ip: bytes, real_ip_header: bytes | None) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        client_ip: bytes,
+        real_ip_header: bytes | None,
+        scheme: bytes = b"http",
+    ) -> None:
         self.relay = relay
         self.shared = relay.shared
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = client_ip
         # Set only for a peer that may name the client (nginx's set_real_ip_from).
         self.real_ip_header = real_ip_header
+        # The connection's scheme (b"https" on an ssl listener), for X-Forwarded-Proto.
+        self.scheme = scheme
         self.target_parts: list[bytes] = []
         self.target_size = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -140,6 +149,7 @@ class RequestParser:
             max_body_size=settings.client_max_body_size,
             default_host=self.server_host() if version == "1.0" else b"",
             real_ip_header=self.real_ip_header,
+            scheme=self.scheme,
         )
         ex.head = prepared.head
         if shared.sticky:
@@ -150,10 +160,7 @@ class RequestParser:
     def server_host(self) -> bytes:
         """host:port the client reached: the Host of an HTTP/1.0 request that has none."""
         local = self.relay.transport.get_extra_info("sockname")
-        if not isinstance(local, tuple):
-            return b""
-        host = f"[{local[0]}]" if ":" in local[0] else local[0]
-        return f"{host}:{local[1]}".encode()
+        return address_text(local[0], local[1]).encode() if isinstance(local, tuple) else b""
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:

@@ -5,7 +5,8 @@ takes a whole response in one go when it can (the lean path: a plain head, the
 exact body, written as it came less its Connection line; or a whole sized
 response rewritten), otherwise the head, then body chunks, then the end, with
 the framing the client needs. A 502/503/504 to a retryable request sends the
-request on to the next upstream (relay.py) instead.
+request on to the next upstream (relay.py) instead. On an ssl listener with
+`hsts_max_age` every head gets the Strict-Transport-Security line (`hsts`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 class ResponseRelay:
     """The client side of a connection's exchanges, as its upstream connections see it."""
 
-    __slots__ = ("relay",)
+    __slots__ = ("hsts", "relay")
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, hsts: bytes = b"") -> None:
         self.relay = relay
+        # b"\r\nStrict-Transport-Security: max-age=N" (edge.py), or b"" for none.
+        self.hsts = hsts
 
     # -- whole responses -------------------------------------------------------
     def lean_response(self, conn: UpstreamLink, data: bytes, head: LeanHead) -> bool:
@@ -45,7 +48,13 @@ class ResponseRelay:
         if len(data) - head_end != length or transport.is_closing():
             return False
         ex.response_started = True
-        transport.write(data[:cut_start] + data[cut_stop:] if cut_stop else data)
+        hsts = self.hsts
+        if hsts:
+            # In place of the Connection line, else just before the blank line.
+            at = cut_start if cut_stop else head_end - 4
+            transport.write(data[:at] + hsts + data[cut_stop or at :])
+        else:
+            transport.write(data[:cut_start] + data[cut_stop:] if cut_stop else data)
         upstream = ex.upstream
         assert upstream is not None
         stats = upstream.stats
@@ -109,6 +118,8 @@ class ResponseRelay:
         )
         if framing != "length" or length != len(body):
             return False
+        if self.hsts:
+            client_head = client_head[:-4] + self.hsts + b"\r\n\r\n"
         ex.keep_alive = keep_alive
         ex.response_started = True
         transport = relay.transport
@@ -162,6 +173,8 @@ class ResponseRelay:
             client_keep_alive=ex.keep_alive and not relay.closing and not prepared.upgrade,
             tunnel=tunnel,
         )
+        if self.hsts:
+            client_head = client_head[:-4] + self.hsts + b"\r\n\r\n"
         conn.upstream_keep_alive = upstream_keep_alive
         conn.until_close = until_close
         ex.framing = framing

@@ -1,6 +1,10 @@
-"""The running proxy: the listening socket, the ticker, health checks, discovery, and a
+"""The running proxy: the listening sockets, the ticker, health checks, discovery, and a
 graceful shutdown. The top of the I/O layer: it builds the records and the pool and
-hands each accepted connection a `ClientConnection` (client.py)."""
+hands each accepted connection a `ClientConnection` (client.py).
+
+One `create_server` per plain `listen` entry, one `TlsListener` (tls_listener.py) per
+`listen ... ssl` entry, all sharing one `Shared` record, one pool and one
+`CertificateStore` (which SIGHUP reloads, __main__.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +16,17 @@ from types import TracebackType
 from typing import Any
 
 from netnames import Resolver, getaddrinfo_resolver
-from proxy.checker import check_upstream
-from proxy.client import ClientConnection
+from proxy.checker import check_health
+from proxy.client import ClientConnection, RedirectingConnection
 from proxy.discovery import UpstreamDiscovery
+from proxy.edge import Edge
 from proxy.pool import ConnectionPool
 from proxy.records import Shared, Upstream, UpstreamSet
 from proxy.settings import ProxySettings
 from proxy.status import StatusPages, snapshot
+from proxy.status_stream import StatusStream
+from proxy.tls import CertificateStore
+from proxy.tls_listener import TlsListener
 
 # Seconds between looks at every deadline (a plain float per connection, no timers).
 _TICK = 0.1
@@ -33,20 +41,41 @@ class ProxyServer:
         *,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = getaddrinfo_resolver,
+        store: CertificateStore | None = None,
     ) -> None:
         self.settings = settings
         self._resolver = resolver
+        # The certificate of every ssl listener; made from the settings at start if not given.
+        self.store = store
         self.upstreams = UpstreamSet(settings, clock)
         self._discovery_status: Callable[[], dict[str, Any]] = dict  # dns: upstreams only
-        self._server: asyncio.Server | None = None
+        # One per `listen` entry, in its order (a TlsListener for each ssl one).
+        self._servers: list[asyncio.Server | TlsListener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._shared: Shared | None = None
         self._pool: ConnectionPool | None = None
+        self._stream = StatusStream(self.snapshot)
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        """The port of the first `listen` entry (the one port of a single listener)."""
+        return self.ports[0]
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The port of every `listen` entry, in its order (port 0: the one chosen)."""
+        assert self._servers, "the proxy is not listening"
+        return tuple(int(server.sockets[0].getsockname()[1]) for server in self._servers)
+
+    @property
+    def ssl_port(self) -> int | None:
+        """The port of the first ssl listener, where redirect_to_https points; None if none."""
+        ports = [
+            port
+            for listener, port in zip(self.settings.listeners, self.ports, strict=True)
+            if listener.ssl
+        ]
+        return ports[0] if ports else None
 
     def snapshot(self) -> dict[str, Any]:
         """What status.json shows."""
@@ -54,6 +83,7 @@ class ProxyServer:
         return snapshot(
             self.upstreams,
             client_connections=len(shared.clients) if shared else 0,
+            connections_accepted=shared.accepted if shared else 0,
             retries=shared.retries if shared else 0,
             **self._discovery_status(),
         )
@@ -66,13 +96,13 @@ class ProxyServer:
             self.upstreams, local_response=pages.respond, now=loop.time()
         )
         shared.pool = self._pool = ConnectionPool(shared)
-        self._server = await loop.create_server(
-            lambda: ClientConnection(shared),
-            settings.listen_host,
-            settings.listen_port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        shared.status_events_path = pages.events_path
+        shared.subscribe_status = self._stream.subscribe
+        try:
+            await self._listen(shared)
+        except BaseException:
+            await self._close_listeners()
+            raise
         self._tasks.append(loop.create_task(self._tick()))
         if settings.health_interval > 0:
             for upstream in self.upstreams.by_name.values():
@@ -91,6 +121,59 @@ class ProxyServer:
             )
             self._discovery_status = discovery.status
             self._tasks.append(loop.create_task(discovery.run()))
+
+    async def _listen(self, shared: Shared) -> None:
+        """Every `listen` entry, ssl ones first: a redirecting plain listener needs the port
+        of the first ssl listener (chosen by the system when it is 0)."""
+        settings = self.settings
+        listeners = settings.listeners
+        servers: dict[int, asyncio.Server | TlsListener] = {}  # by index in `listen`
+        if settings.ssl_listeners and self.store is None:
+            self.store = CertificateStore(
+                settings.ssl_certificate,
+                settings.ssl_certificate_key,
+                protocols=settings.ssl_protocols,
+                ciphers=settings.ssl_ciphers,
+            )
+        store = self.store
+        for index, listener in enumerate(listeners):
+            if listener.ssl and store is not None:
+                edge = Edge(https=True, hsts_max_age=settings.hsts_max_age)
+                factory = self._factory(shared, edge)
+                tls = await TlsListener.start(listener.host, listener.port, factory, store)
+                servers[index] = tls
+                self._servers.append(tls)
+        redirect_port = 0
+        if settings.redirect_to_https and servers:
+            redirect_port = int(servers[min(servers)].sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        for index, listener in enumerate(listeners):
+            if not listener.ssl:
+                edge = Edge(https=False, redirect_port=redirect_port)
+                plain = await loop.create_server(
+                    self._factory(shared, edge),
+                    listener.host,
+                    listener.port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                servers[index] = plain
+                self._servers.append(plain)
+        self._servers = [servers[index] for index in range(len(listeners))]
+
+    @staticmethod
+    def _factory(shared: Shared, edge: Edge) -> Callable[[], ClientConnection]:
+        """The protocol factory of one listener: its Edge is bound once, here."""
+        if edge.redirect_port:
+            return lambda: RedirectingConnection(shared, edge)
+        return lambda: ClientConnection(shared, edge)
+
+    async def _close_listeners(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
 
     async def _tick(self) -> None:
         shared, pool = self._shared, self._pool
@@ -116,29 +199,34 @@ class ProxyServer:
     async def _check(self, upstream: Upstream) -> None:
         settings = self.settings
         clock = self.upstreams.clock
+        spec = upstream.spec
         while True:
             started = clock()
-            ok, reason = await check_upstream(
-                upstream.spec, settings.health_path, settings.health_timeout
+            check = await check_health(
+                spec.host, spec.port, settings.health_path, settings.health_timeout, exact=False
             )
-            upstream.health.record_check(clock(), ok, reason, started=started)
+            now = clock()
+            upstream.health.record_check(now, check.passed, check.reason, started=started)
+            if not check.passed:
+                upstream.stats.check_failures += 1
+            elif check.report is not None:  # the app server's view, for the cluster page
+                self.upstreams.cluster.reported(spec.name, check.report, now)
             await asyncio.sleep(settings.health_interval)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace` seconds), close all."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._stream.close()
         if self._shared is not None:
             await self._drain(self._shared, grace)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        await self._close_listeners()
 
     async def _drain(self, shared: Shared, grace: float) -> None:
         loop = asyncio.get_running_loop()

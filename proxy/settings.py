@@ -11,6 +11,14 @@ name resolves to is an upstream, re-resolved every `resolver_valid` seconds (ngi
 `resolver ... valid=`, HAProxy's `server-template` with `resolvers`); new addresses are
 admitted by the active health check, which also tells each one's route (discovery.py).
 
+`listen` is a comma-separated list of `host:port`, each optionally followed by nginx's
+` ssl` (``"0.0.0.0:8080,0.0.0.0:8443 ssl"``); the first entry is `listen_host` and
+`listen_port`. Every ssl listener serves `ssl_certificate` (the chain after the leaf)
+with `ssl_certificate_key`, re-read on SIGHUP. `redirect_to_https` makes the plain
+listeners answer 301 towards the first ssl one (status and health paths excepted);
+`hsts_max_age` (seconds, 0: off) adds Strict-Transport-Security to answers over TLS.
+The value parsers are in values.py.
+
 Where the meaning differs from nginx: `proxy_connect_timeout` defaults to 5 s
 (nginx: 60) because a dead app server should fail over fast; `keepalive` is the
 number of idle connections kept per upstream server; `keepalive_timeout` bounds
@@ -22,59 +30,46 @@ Zero switches a feature off: `max_fails = 0` (no passive checks),
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from proxy.errors import SettingsError
+from proxy.values import (
+    DEFAULT_CIPHERS,
+    DEFAULT_PROTOCOLS,
+    DNS_PREFIX,
+    NAME,
+    parse_bool,
+    parse_ciphers,
+    parse_count,
+    parse_dns_target,
+    parse_file,
+    parse_listeners,
+    parse_networks,
+    parse_path,
+    parse_protocols,
+    parse_seconds,
+    parse_upstreams,
+)
+from proxy.values import DnsTarget as DnsTarget
+from proxy.values import IPNetwork as IPNetwork
+from proxy.values import Listener as Listener
+from proxy.values import UpstreamSpec as UpstreamSpec
+from proxy.values import inside as inside
+from proxy.values import parse_listen as parse_listen
+from proxy.values import parse_size as parse_size
 
 Policy = Literal["sticky", "round_robin"]
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# A DNS name: dot-separated labels of letters, digits, hyphens and underscores (SRV-style
-# names and Docker service names use them), no leading or trailing hyphen.
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
-DNS_PREFIX = "dns:"
-_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)$")
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 # Keys of a cluster member table that describe the topology, not the proxy.
 _IGNORED_KEYS = frozenset({"host"})
 
 
 @dataclass(frozen=True, slots=True)
-class UpstreamSpec:
-    """One app server behind the proxy."""
-
-    name: str
-    host: str
-    port: int
-    weight: int = 1
-
-    @property
-    def address(self) -> str:
-        """`host:port`, an IPv6 address in brackets (as a Host header wants it)."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class DnsTarget:
-    """`upstreams = "dns:NAME:PORT"`: every address NAME resolves to, on PORT."""
-
-    name: str
-    port: int
-
-    @property
-    def label(self) -> str:
-        return f"{DNS_PREFIX}{self.name}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
 class ProxySettings:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8080
+    # `listen`: the first one is the proxy's address (listen_host, listen_port).
+    listeners: tuple[Listener, ...] = (Listener("127.0.0.1", 8080),)
     upstreams: tuple[UpstreamSpec, ...] = field(default_factory=tuple)
     # Set when `upstreams` is "dns:NAME:PORT"; `upstreams` is then empty.
     discovery: DnsTarget | None = None
@@ -101,6 +96,25 @@ class ProxySettings:
     # nginx's realip module: peers that may say who the client is (and its scheme).
     set_real_ip_from: tuple[IPNetwork, ...] = ()
     real_ip_header: str = "X-Forwarded-For"
+    # TLS on `listen ... ssl` (nginx's names); one certificate for every ssl listener.
+    ssl_certificate: str = ""
+    ssl_certificate_key: str = ""
+    ssl_protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
+    ssl_ciphers: str = DEFAULT_CIPHERS
+    redirect_to_https: bool = False
+    hsts_max_age: int = 0
+
+    @property
+    def listen_host(self) -> str:
+        return self.listeners[0].host
+
+    @property
+    def listen_port(self) -> int:
+        return self.listeners[0].port
+
+    @property
+    def ssl_listeners(self) -> tuple[Listener, ...]:
+        return tuple(listener for listener in self.listeners if listener.ssl)
 
     @property
     def tries_limit(self) -> int:
@@ -118,138 +132,6 @@ class ProxySettings:
         return max(min(self.next_upstream_tries, count), 1)
 
 
-def parse_listen(key: str, value: str, *, any_port: bool = False) -> tuple[str, int]:
-    """`host:port`; with `any_port`, port 0 (the system picks one) is allowed."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise SettingsError(key, value, "expected host:port")
-    lowest = 0 if any_port else 1
-    if not port_text.isdigit() or not lowest <= int(port_text) < 65536:
-        raise SettingsError(key, value, f"port {port_text!r} is not a number in {lowest}..65535")
-    return host.strip("[]"), int(port_text)
-
-
-def parse_upstreams(value: str) -> tuple[UpstreamSpec, ...]:
-    key = "upstreams"
-    specs: list[UpstreamSpec] = []
-    for entry in value.split(","):
-        entry = entry.strip()
-        if not entry:
-            raise SettingsError(key, value, "empty entry")
-        name, eq, rest = entry.partition("=")
-        name = name.strip()
-        if not eq or not _NAME.match(name):
-            raise SettingsError(key, value, f"entry {entry!r} is not name=host:port")
-        address, *options = rest.split() or [""]
-        weight = 1
-        for option in options:
-            opt_name, _, opt_value = option.partition("=")
-            if opt_name != "weight" or not opt_value.isdigit() or int(opt_value) < 1:
-                raise SettingsError(key, value, f"option {option!r} is not weight=N (N >= 1)")
-            weight = int(opt_value)
-        try:
-            host, port = parse_listen(key, address)
-        except SettingsError as error:
-            raise SettingsError(key, value, f"entry {entry!r}: {error.why}") from None
-        if any(spec.name == name for spec in specs):
-            raise SettingsError(key, value, f"upstream name {name!r} appears twice")
-        specs.append(UpstreamSpec(name=name, host=host, port=port, weight=weight))
-    return tuple(specs)
-
-
-def parse_dns_target(value: str) -> DnsTarget:
-    """`dns:NAME:PORT`, strictly: a host name (not a list, no weight) and a port."""
-    key = "upstreams"
-    rest = value.strip()[len(DNS_PREFIX) :]
-    name, sep, port_text = rest.rpartition(":")
-    if not sep or not name:
-        raise SettingsError(key, value, "expected dns:NAME:PORT")
-    if "," in rest or any(c.isspace() for c in rest):
-        raise SettingsError(key, value, "dns:NAME:PORT is one name; it cannot be mixed or listed")
-    labels = name.removesuffix(".").split(".")
-    if len(name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-        raise SettingsError(key, value, f"{name!r} is not a DNS name")
-    if not port_text.isdigit() or not 1 <= int(port_text) < 65536:
-        raise SettingsError(key, value, f"port {port_text!r} is not a number in 1..65535")
-    return DnsTarget(name=name, port=int(port_text))
-
-
-def parse_networks(key: str, value: object) -> tuple[IPNetwork, ...]:
-    """Comma-separated CIDRs or addresses (`10.0.0.0/8, ::1`); empty means none."""
-    networks = []
-    for entry in str(value).split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise SettingsError(key, value, f"{entry!r} is not an address or CIDR") from None
-    return tuple(networks)
-
-
-def inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether `address` (a peer's IP text) lies in one of `networks`."""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # a dual-stack listener's view of an IPv4 peer
-    return any(ip in network for network in networks)
-
-
-def parse_size(key: str, value: object) -> int:
-    """nginx sizes: bytes, or a number followed by k, m or g."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _SIZE.match(str(value).strip())
-    if match is None or isinstance(value, bool):
-        raise SettingsError(key, value, "expected a size such as 1048576, 10k or 1m")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-
-
-def _parse_seconds(key: str, value: object) -> float:
-    if isinstance(value, bool):
-        raise SettingsError(key, value, "expected seconds")
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise SettingsError(key, value, "expected seconds as a number") from None
-    if not seconds >= 0 or seconds == float("inf"):
-        raise SettingsError(key, value, "expected a finite number of seconds >= 0")
-    return seconds
-
-
-def _parse_count(key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise SettingsError(key, value, "expected a whole number")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = int(value.strip())
-    else:
-        raise SettingsError(key, value, "expected a whole number")
-    if number < minimum:
-        raise SettingsError(key, value, f"must be >= {minimum}")
-    return number
-
-
-def _parse_path(key: str, value: object) -> str:
-    text = str(value)
-    if not text.startswith("/") or any(c.isspace() for c in text):
-        raise SettingsError(key, value, "expected a path starting with / and no spaces")
-    return text
-
-
-def _parse_policy(key: str, value: object) -> Policy:
-    if value == "sticky":
-        return "sticky"
-    if value == "round_robin":
-        return "round_robin"
-    raise SettingsError(key, value, "expected sticky or round_robin")
-
-
 _SECONDS_KEYS = (
     "fail_timeout",
     "keepalive_timeout",
@@ -262,7 +144,22 @@ _SECONDS_KEYS = (
     "health_timeout",
     "resolver_valid",
 )
-_COUNT_KEYS = {"max_fails": 0, "next_upstream_tries": 0, "keepalive": 0, "fall": 1, "rise": 1}
+_COUNT_KEYS = {
+    "max_fails": 0,
+    "next_upstream_tries": 0,
+    "keepalive": 0,
+    "fall": 1,
+    "rise": 1,
+    "hsts_max_age": 0,
+}
+# How each TLS key is read (the certificate files are read when the proxy starts).
+_TLS_PARSERS = {
+    "ssl_certificate": parse_file,
+    "ssl_certificate_key": parse_file,
+    "ssl_protocols": parse_protocols,
+    "ssl_ciphers": parse_ciphers,
+    "redirect_to_https": parse_bool,
+}
 KNOWN_KEYS = frozenset(
     {
         "listen",
@@ -274,6 +171,7 @@ KNOWN_KEYS = frozenset(
         "status_prefix",
         "set_real_ip_from",
         "real_ip_header",
+        *_TLS_PARSERS,
         *_SECONDS_KEYS,
         *_COUNT_KEYS,
     }
@@ -297,18 +195,18 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
         if key not in KNOWN_KEYS:
             raise SettingsError(key, value, "unknown key")
         if key == "listen":
-            values["listen_host"], values["listen_port"] = parse_listen(
-                key, str(value), any_port=True
-            )
+            values["listeners"] = parse_listeners(key, value)
+        elif key in _TLS_PARSERS:
+            values[key] = _TLS_PARSERS[key](key, value)
         elif key == "upstreams" and str(value).strip().startswith(DNS_PREFIX):
             values["discovery"] = parse_dns_target(str(value))
         elif key == "upstreams":
             values["upstreams"] = parse_upstreams(str(value))
         elif key == "policy":
-            values["policy"] = _parse_policy(key, value)
+            values["policy"] = parse_policy(key, value)
         elif key == "session_cookie_name":
             text = str(value)
-            if not _NAME.match(text):
+            if not NAME.match(text):
                 raise SettingsError(key, value, "expected a cookie name token")
             values[key] = text
         elif key == "client_max_body_size":
@@ -317,20 +215,20 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
             values[key] = parse_networks(key, value)
         elif key == "real_ip_header":
             text = str(value).strip()
-            if not _NAME.match(text):
+            if not NAME.match(text):
                 raise SettingsError(key, value, "expected a header name")
             values[key] = text
         elif key in ("health_path", "status_prefix"):
-            path = _parse_path(key, value)
+            path = parse_path(key, value)
             values[key] = path.rstrip("/") if key == "status_prefix" else path
         elif key in _SECONDS_KEYS:
-            seconds = values[key] = _parse_seconds(key, value)
+            seconds = values[key] = parse_seconds(key, value)
             if key in _CONNECT_TIMEOUT_KEYS and seconds == 0:
                 raise SettingsError(key, value, "must be > 0")
             if key == "resolver_valid" and seconds > _MAX_RESOLVER_VALID:
                 raise SettingsError(key, value, f"must be <= {_MAX_RESOLVER_VALID:g}")
         else:
-            values[key] = _parse_count(key, value, _COUNT_KEYS[key])
+            values[key] = parse_count(key, value, _COUNT_KEYS[key])
     if values.get("discovery") is not None and values.get("health_interval", 1.0) == 0:
         raise SettingsError(
             "health_interval",
@@ -341,7 +239,42 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
         raise SettingsError("upstreams", raw.get("upstreams"), "at least one upstream is required")
     if values.get("status_prefix") == "":
         raise SettingsError("status_prefix", raw.get("status_prefix"), "must not be /")
-    return ProxySettings(**values)  # type: ignore[arg-type]
+    settings = ProxySettings(**values)  # type: ignore[arg-type]
+    _check_tls(settings, raw)
+    return settings
+
+
+def parse_policy(key: str, value: object) -> Policy:
+    if value == "sticky":
+        return "sticky"
+    if value == "round_robin":
+        return "round_robin"
+    raise SettingsError(key, value, "expected sticky or round_robin")
+
+
+def _check_tls(settings: ProxySettings, raw: Mapping[str, object]) -> None:
+    """What the TLS keys need of each other and of `listen`."""
+    secure = settings.ssl_listeners
+    if secure and not settings.ssl_certificate:
+        raise SettingsError(
+            "ssl_certificate", raw.get("ssl_certificate", ""), f"required by listen {secure[0]}"
+        )
+    if settings.ssl_certificate and not settings.ssl_certificate_key:
+        raise SettingsError(
+            "ssl_certificate_key",
+            raw.get("ssl_certificate_key", ""),
+            "required with ssl_certificate (the PEM file of its private key)",
+        )
+    if settings.ssl_certificate_key and not settings.ssl_certificate:
+        raise SettingsError(
+            "ssl_certificate",
+            raw.get("ssl_certificate", ""),
+            "required with ssl_certificate_key (the PEM file of the certificate chain)",
+        )
+    if settings.redirect_to_https and not secure:
+        raise SettingsError(
+            "redirect_to_https", raw.get("redirect_to_https"), "needs a listen entry with ssl"
+        )
 
 
 def settings_from_environ(environ: Mapping[str, str]) -> ProxySettings:

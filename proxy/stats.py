@@ -1,7 +1,9 @@
-"""Per-upstream counters, latency percentiles and a requests-per-second history. Pure."""
+"""Per-upstream counters, latency percentiles and histogram, and a requests-per-second
+history. Pure."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 
 # The latest this many latencies make the percentiles (a power of two: the ring index
@@ -9,6 +11,9 @@ from collections import deque
 _LATENCY_SAMPLES = 2048
 _RING_MASK = _LATENCY_SAMPLES - 1
 HISTORY_SECONDS = 300
+# Upper bounds (seconds) of the latency histogram's buckets, Prometheus' defaults; the
+# last bucket (+Inf) is implicit.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
 class UpstreamStats:
@@ -17,10 +22,16 @@ class UpstreamStats:
         "_latencies",
         "_next",
         "active",
+        "buckets",
+        "check_failures",
         "failures",
         "history",
+        "latency_sum",
+        "received",
         "requests",
+        "responses",
         "retries",
+        "sent",
     )
 
     def __init__(self) -> None:
@@ -28,6 +39,16 @@ class UpstreamStats:
         self.requests = 0
         self.failures = 0
         self.retries = 0
+        self.check_failures = 0
+        # Responses by status class: responses[2] counts the 2xx.
+        self.responses = [0] * 6
+        # Bytes sent to the upstream (requests) and received from it (responses).
+        self.sent = 0
+        self.received = 0
+        # Not cumulative (Prometheus' are): buckets[i] counts latencies in
+        # (LATENCY_BUCKETS[i-1], LATENCY_BUCKETS[i]], the last one those above all bounds.
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         # A ring, filled in order; percentiles are computed only when asked for.
         self._latencies = [0.0] * _LATENCY_SAMPLES
         self._next = 0
@@ -36,8 +57,10 @@ class UpstreamStats:
         self.history: deque[tuple[float, int]] = deque(maxlen=HISTORY_SECONDS)
 
     def observe(self, seconds: float) -> None:
-        """One finished request and how long it took. O(1), no allocation."""
+        """One finished request and how long it took. O(log buckets), no allocation."""
         self.requests += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
         index = self._next
         self._latencies[index & _RING_MASK] = seconds
         self._next = index + 1

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import httptools
 
-from proxy.records import ResponseSink, Shared, UpstreamLink
+from proxy.records import ResponseSink, Shared, Upstream
 from proxy.wire import MAX_HEADER_BYTES, WRITE_HIGH, lean_response_head, plain_response_head
 
 logger = logging.getLogger("proxy")
@@ -24,10 +24,11 @@ logger = logging.getLogger("proxy")
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream; carries one exchange at a time."""
 
-    def __init__(self, shared: Shared, idle: list[UpstreamLink], connections: set[Any]) -> None:
+    def __init__(self, shared: Shared, upstream: Upstream, connections: set[Any]) -> None:
         self.shared = shared
+        self.stats = upstream.stats
         # The upstream's idle list and the pool's registry: a lost connection leaves both.
-        self.idle = idle
+        self.idle = upstream.idle
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -70,10 +71,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
+            self.stats.sent += len(data)
             self.transport.write(data)
 
     def send_lines(self, chunks: list[bytes]) -> None:
         if self.transport is not None and not self.closed:
+            self.stats.sent += sum(map(len, chunks))
             self.transport.writelines(chunks)
 
     def pause_reading(self) -> None:
@@ -111,6 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.stats.received += len(data)
         sink = self.sink
         if sink is not None and self.awaiting_head and not self.buffered and not self.head_start:
             self.got_bytes = True

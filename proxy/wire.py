@@ -73,7 +73,8 @@ def name_other_than(*names: str) -> bytes:
 
 
 # Header names the lean request path leaves to the others: framing, hop-by-hop, what
-# the proxy sets itself, Expect, and Host (which it finds itself, exactly once).
+# the proxy sets itself (forwarding, the request id), Expect, and Host (which it finds
+# itself, exactly once).
 _REQUEST_NAME = name_other_than(
     "content-length",
     "transfer-encoding",
@@ -88,6 +89,7 @@ _REQUEST_NAME = name_other_than(
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
+    "x-request-id",
     "host",
 )
 # A header line already in the form the proxy would rebuild it in ("Name: value",

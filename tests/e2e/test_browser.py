@@ -2,8 +2,8 @@
 
 Submit the form three times, kill the app that served them, reload: the three entries
 are there and the other app's name is on the page. Once with cookies, once with a
-browser that never gets a cookie (the session id travels in the URL, `;jsessionid=`).
-Screenshots go to test-artifacts/.
+browser that never gets a cookie (the session id travels in the URL, `;jsessionid=`),
+and once over https, Chromium trusting the proxy's test key. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from playwright.sync_api import Page, Route, sync_playwright
 
 from .conftest import ClusterFactory
 from .launch import LocalCluster
+from .tls import https_url, spki_hash, tls_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -80,8 +81,10 @@ def shown_entries(page: Page) -> list[str]:
     return page.locator("ul.data li").all_inner_texts()
 
 
-def journey(page: Page, cluster: LocalCluster, screenshot: Path) -> tuple[str, str]:
-    page.goto(cluster.url("/test"))
+def journey(
+    page: Page, cluster: LocalCluster, screenshot: Path, url: str | None = None
+) -> tuple[str, str]:
+    page.goto(url or cluster.url("/test"))
     for name, value in (("color", "blue"), ("fruit", "apple"), ("city", "Lyon")):
         submit(page, name, value)
     first_server = served_by(page)
@@ -127,3 +130,27 @@ def test_browser_sees_its_entries_on_the_other_server(
             context.close()
         finally:
             browser.close()
+
+
+def test_browser_over_https_with_the_test_key_trusted() -> None:
+    """Once over https: Chromium trusts exactly the proxy's key (its SPKI hash), as a browser
+    trusts a CA; the cookie it keeps is Secure, and the journey survives the kill."""
+    with tls_cluster() as (cluster, _ca):
+        spki = spki_hash(cluster.workdir / "certs" / "proxy.pem")
+        args = [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki}"]
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                context = browser.new_context()
+                page = context.new_page()
+                url = https_url(cluster, "/test")
+                first, second = journey(
+                    page, cluster, ARTIFACTS / "browser-failover-https.png", url
+                )
+                assert {first, second} == {"app1", "app2"}
+                assert page.url.startswith("https://")
+                (cookie,) = [c for c in context.cookies() if c["name"] == "JSESSIONID"]
+                assert cookie["secure"] is True
+                context.close()
+            finally:
+                browser.close()

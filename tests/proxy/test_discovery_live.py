@@ -214,7 +214,7 @@ async def test_a_new_address_gets_traffic_only_after_its_health_check_passes(
         document = await until(proxy, lambda d: state_of(d, address) == ("app2", "up"))
         served = [await served_by(proxy) for _ in range(10)]
     assert served.count("app2") == 5  # smooth round robin over two equal peers
-    changes = [(e["upstream"], e["change"]) for e in document["events"]]
+    changes = [(e["upstream"], e["change"]) for e in document["health_log"]]
     assert (address, "ADDED") in changes
     # It passes its check as its address, then takes the route it reported as its name.
     assert changes.index((address, "UP")) < changes.index(("app2", "ROUTE"))
@@ -263,7 +263,7 @@ async def test_an_address_that_leaves_is_drained_then_removed(apps: Apps) -> Non
             writer.close()
         assert (response.status, json.loads(response.body)) == (200, {"server": "app2"})
         document = await until(proxy, lambda d: upstream_at(d, address) is None)
-    changes = [(e["upstream"], e["change"]) for e in document["events"]]
+    changes = [(e["upstream"], e["change"]) for e in document["health_log"]]
     assert changes.index(("app2", "DRAINING")) < changes.index(("app2", "REMOVED"))
     assert [u["name"] for u in document["upstreams"]] == ["app1"]
 

@@ -160,7 +160,7 @@ async def test_refused_upstream_goes_to_next_and_counts_retry() -> None:
     assert by_name["dead"]["retries"] == 1 and by_name["dead"]["failures"] == 1
     assert status["retries"] == 1
     assert by_name["live"]["requests"] == 3
-    assert [e["text"].split()[:2] for e in status["events"]] == [["dead", "DOWN"]]
+    assert [e["text"].split()[:2] for e in status["health_log"]] == [["dead", "DOWN"]]
 
 
 async def test_upstream_that_never_answers_gives_504_or_retry_for_get_only() -> None:
@@ -371,7 +371,7 @@ async def test_upstream_rejoins_after_rise() -> None:
             status = json.loads((await exchange(proxy.port, get("/_proxy/status.json"))).body)
     finally:
         await upstream.stop()
-    texts = [event["text"] for event in status["events"]]
+    texts = [event["text"] for event in status["health_log"]]
     assert texts[0].startswith("app1 DOWN ") and texts[0].endswith(
         "health check: connection refused"
     )

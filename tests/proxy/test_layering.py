@@ -13,13 +13,15 @@ PROXY = Path(__file__).resolve().parents[2] / "proxy"
 
 # Bottom first; a module may import only modules of lower layers.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),
+    ("errors", "status_page", "metrics", "access_log"),
+    ("values", "edge"),
     ("settings", "stats", "wire"),
     ("health", "message", "membership"),
-    ("balancer", "checker"),
+    ("balancer", "checker", "cluster"),
     ("records",),
     ("upstream", "status", "tls", "discovered"),
-    ("pool", "relay", "discovery", "tls_listener"),
+    ("pool", "relay", "discovery", "tls_hello", "status_stream"),
+    ("tls_listener",),
     ("response",),
     ("request",),
     ("client",),

@@ -59,7 +59,7 @@ async def test_restarted_upstream_takes_over_before_fail_timeout_ends() -> None:
         await one.stop()
         await two.stop()
     assert bodies == [(200, b"on")] * 3
-    texts = [event["text"] for event in status["events"] if event["upstream"] == "app1"]
+    texts = [event["text"] for event in status["health_log"] if event["upstream"] == "app1"]
     assert texts[0].startswith("app1 DOWN ") and texts[0].endswith("connection refused")
     assert texts[1].startswith("app1 UP ") and texts[1].endswith("2 health checks passed")
 

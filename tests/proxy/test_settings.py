@@ -9,6 +9,7 @@ import pytest
 
 from proxy.errors import SettingsError
 from proxy.settings import (
+    Listener,
     UpstreamSpec,
     inside,
     parse_size,
@@ -134,3 +135,56 @@ def test_set_real_ip_from_takes_cidrs_and_addresses() -> None:
     assert inside("10.1.2.3", networks) and inside("::ffff:10.1.2.3", networks)
     assert inside("fd12::1", networks) and not inside("11.0.0.1", networks)
     assert not inside("unknown", networks)
+
+
+def test_listen_is_a_list_of_addresses_each_optionally_ssl() -> None:
+    tls = {"ssl_certificate": "/etc/proxy.pem", "ssl_certificate_key": "/etc/proxy.key"}
+    settings = settings_from_environ(
+        {"UPSTREAMS": "a=127.0.0.1:1", "LISTEN": "0.0.0.0:8080, [::]:8443 ssl"}
+        | {key.upper(): value for key, value in tls.items()}
+        | {"REDIRECT_TO_HTTPS": "true", "HSTS_MAX_AGE": "63072000", "SSL_PROTOCOLS": "TLSv1.3"}
+    )
+    assert settings.listeners == (Listener("0.0.0.0", 8080), Listener("::", 8443, ssl=True))
+    assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", 8080)
+    assert settings.ssl_listeners == (Listener("::", 8443, ssl=True),)
+    assert [str(listener) for listener in settings.listeners] == ["0.0.0.0:8080", "[::]:8443 ssl"]
+    assert (settings.redirect_to_https, settings.hsts_max_age) == (True, 63072000)
+    assert settings.ssl_protocols == ("TLSv1.3",)
+    defaults = settings_from_mapping({"upstreams": "a=127.0.0.1:1"})
+    assert defaults.listeners == (Listener("127.0.0.1", 8080),)
+    assert defaults.ssl_protocols == ("TLSv1.2", "TLSv1.3") and defaults.ssl_ciphers
+    assert (defaults.redirect_to_https, defaults.hsts_max_age) == (False, 0)
+    toml = settings_from_mapping(
+        {"upstreams": "a=h:1", "listen": "127.0.0.1:8443 ssl", "redirect_to_https": True} | tls
+    )
+    assert toml.redirect_to_https and toml.listen_port == 8443
+
+
+_TLS = {"ssl_certificate": "c.pem", "ssl_certificate_key": "k.pem"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "why"),
+    [
+        ({"listen": "127.0.0.1:8443 ssl"}, "ssl_certificate", "required by listen"),
+        ({"listen": "127.0.0.1:8443 ssl", "ssl_certificate": "c"}, "ssl_certificate_key", ""),
+        ({"ssl_certificate_key": "k"}, "ssl_certificate", "required with ssl_certificate_key"),
+        ({"listen": "h:1 ssl http2"} | _TLS, "listen", "the only option"),
+        ({"listen": "h:1,h:1 ssl"} | _TLS, "listen", "port 1 appears twice"),
+        ({"listen": "h:1,,h:2"}, "listen", "empty entry"),
+        ({"listen": "h:70000 ssl"} | _TLS, "listen", "0..65535"),
+        ({"redirect_to_https": True}, "redirect_to_https", "needs a listen entry with ssl"),
+        ({"redirect_to_https": "perhaps"}, "redirect_to_https", "expected true or false"),
+        ({"hsts_max_age": "-1"}, "hsts_max_age", "must be >= 0"),
+        ({"hsts_max_age": "1y"}, "hsts_max_age", "whole number"),
+        ({"ssl_protocols": "SSLv3"}, "ssl_protocols", "unknown protocol"),
+        ({"ssl_protocols": "TLSv1.1 TLSv1.3"}, "ssl_protocols", "contiguous"),
+        ({"ssl_ciphers": "NOTHING-AT-ALL"}, "ssl_ciphers", "selects no cipher"),
+        ({"ssl_certificate": " "}, "ssl_certificate", "path of a PEM file"),
+    ],
+)
+def test_bad_tls_settings_name_the_key(raw: dict[str, object], key: str, why: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_mapping({"upstreams": "a=127.0.0.1:1"} | raw)
+    assert caught.value.key == key
+    assert why in caught.value.why

@@ -1,0 +1,127 @@
+"""Request ids and the access log.
+
+Every request gets an id (nginx's `$request_id`): a per-process random prefix and a
+counter, unique without a system call per request. The access log writes nginx's
+`combined` format plus `rid=` (the request id) and `urt=` (the upstream's response
+time, nginx's `$upstream_response_time`), or one JSON object per line with
+`log_format = json`. Lines are buffered and written a few times a second (nginx's
+`access_log ... buffer=`), never per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from typing import IO
+
+# An X-Request-ID a trusted peer may hand on: visible ASCII, no spaces, bounded.
+REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+_HEADER = re.compile(rb"\r\n(?i:(referer|user-agent)):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)")
+
+
+class RequestIds:
+    """Ids unique across processes and restarts: 16 random hex digits and a counter."""
+
+    __slots__ = ("_next", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex().encode()
+        self._next = 0
+
+    def new(self) -> bytes:
+        self._next += 1
+        return b"%s%08x" % (self._prefix, self._next)
+
+
+def _quoted(value: bytes) -> str:
+    # As nginx escapes variables in log lines: `"` and `\` and non-printables as \xHH.
+    out = []
+    for byte in value:
+        if byte in (0x22, 0x5C) or not 0x20 <= byte < 0x7F:
+            out.append(f"\\x{byte:02X}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+class AccessLog:
+    """Buffered access log lines for one stream (a file, stdout or stderr)."""
+
+    def __init__(self, stream: IO[str], *, json_lines: bool = False) -> None:
+        self.stream = stream
+        self.json_lines = json_lines
+        self._lines: list[str] = []
+        self._second = -1
+        self._time_local = ""
+
+    def _now(self) -> tuple[float, str]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._time_local = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+        return now, self._time_local
+
+    def request(
+        self,
+        *,
+        client: bytes,
+        head: bytes,
+        status: int,
+        body_bytes: int,
+        request_id: bytes,
+        upstream_seconds: float | None,
+    ) -> None:
+        """One answered request; `head` is the client's request head as it came."""
+        line_end = head.find(b"\r\n")
+        request_line = head[: line_end if line_end >= 0 else len(head)]
+        found = {name.lower(): value for name, value in _HEADER.findall(head)}
+        now, local = self._now()
+        urt = "-" if upstream_seconds is None else f"{upstream_seconds:.3f}"
+        if self.json_lines:
+            record = {
+                "time": now,
+                "remote_addr": client.decode("latin-1"),
+                "request": request_line.decode("latin-1"),
+                "status": status,
+                "body_bytes_sent": body_bytes,
+                "http_referer": found.get(b"referer", b"").decode("latin-1"),
+                "http_user_agent": found.get(b"user-agent", b"").decode("latin-1"),
+                "request_id": request_id.decode("latin-1"),
+                "upstream_response_time": upstream_seconds,
+            }
+            self._lines.append(json.dumps(record, separators=(",", ":")))
+            return
+        referer = _quoted(found.get(b"referer", b"-"))
+        agent = _quoted(found.get(b"user-agent", b"-"))
+        self._lines.append(
+            f'{client.decode("latin-1")} - - [{local}] "{_quoted(request_line)}" {status} '
+            f'{body_bytes} "{referer}" "{agent}" rid={request_id.decode("latin-1")} urt={urt}'
+        )
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or full log must not stop the proxy
+                pass
+
+
+class JsonFormatter(logging.Formatter):
+    """`log_format = json`: every log record as one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "time": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, separators=(",", ":"))
