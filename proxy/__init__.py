@@ -7,17 +7,23 @@ The status dashboard is `<status_prefix>/status`, its data
 `<status_prefix>/status.json`, Prometheus text `<status_prefix>/metrics`.
 
 Layout, imports pointing down (tests/proxy/test_layering.py checks it):
-    server.py      listener, ticker, health checks, discovery, graceful close
-    client.py      asyncio edge of a client connection + the lean request path
-    request.py     requests the lean path does not take (httptools, fast path)
-    response.py    ResponseRelay: responses back to the client (lean one included)
-    relay.py       Relay: one connection's exchanges, upstream choice, retries
-    pool.py        upstream connections: connect, keep idle, expire (aiohttp's connector)
-    upstream.py    asyncio edge of an upstream connection; reports to a ResponseSink
-    discovery.py   dns: upstreams, the loop; membership.py its pure part
-    status.py      status page, JSON, metrics and the snapshot they render
-    records.py     Upstream, UpstreamSet, Exchange, Shared, ResponseSink, UpstreamLink
-    pure below:    balancer, checker, health, message, wire, stats, settings, errors
+    server.py         listeners (plain, and ssl through tls_listener.py), ticker, health
+                      checks, discovery, graceful close
+    client.py         asyncio edge of a client connection + the lean request path
+    request.py        requests the lean path does not take (httptools, fast path)
+    response.py       ResponseRelay: responses back to the client (lean one included)
+    relay.py          Relay: one connection's exchanges, upstream choice, retries
+    pool.py           upstream connections: connect, keep idle, expire (aiohttp's connector)
+    upstream.py       asyncio edge of an upstream connection; reports to a ResponseSink
+    tls_listener.py   accepts ssl connections: plain HTTP gets a 400, h2-only ALPN an alert
+                      (tls_hello.py reads the ClientHello; tls.py the contexts, SIGHUP)
+    discovery.py      dns: upstreams, the loop; discovered.py applies what it finds,
+                      membership.py its pure rules
+    status.py         status page data, JSON and answers; status_stream.py its live
+                      updates; status_page.py the page; metrics.py Prometheus
+    records.py        Upstream, UpstreamSet, Exchange, Shared, ResponseSink, UpstreamLink
+    pure below:       balancer, checker, cluster (the cluster view), health, message,
+                      wire, stats, settings and values, edge, access_log, errors
 A lean GET: client.py (request) -> wire, balancer, records -> upstream.py (response)
 -> response.py (written back).
 """

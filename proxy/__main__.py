@@ -20,6 +20,7 @@ import sys
 import textwrap
 import tomllib
 
+from proxy.access_log import JsonFormatter
 from proxy.errors import SettingsError, TlsError
 from proxy.server import ProxyServer
 from proxy.settings import KNOWN_KEYS, ProxySettings, settings_from_environ, settings_from_toml
@@ -66,6 +67,9 @@ MEANINGS: dict[str, str] = {
     "redirect_to_https": "plain listeners answer 301 to the same host and path on the first ssl "
     "listener (status_prefix and health_path excepted)",
     "hsts_max_age": "seconds of Strict-Transport-Security sent on ssl listeners (0: off)",
+    "access_log": "off, stdout, stderr or a file: nginx's combined format plus rid= (the "
+    "X-Request-ID) and urt= (seconds until the upstream answered)",
+    "log_format": "text, or json: every log line (access and events) one JSON object",
 }
 _FIELDS = {field.name: field for field in dataclasses.fields(ProxySettings)}
 _DEFAULTS = ProxySettings()
@@ -194,11 +198,11 @@ async def serve(settings: ProxySettings, store: CertificateStore | None = None) 
             f"{listener.address.rpartition(':')[0]}:{port}{' ssl' if listener.ssl else ''}"
             for listener, port in zip(settings.listeners, proxy.ports, strict=True)
         )
-        print(
-            f"proxy listening on {listening}, upstreams {upstreams}, policy {settings.policy}",
-            file=sys.stderr,
-            flush=True,
-        )
+        started = f"proxy listening on {listening}, upstreams {upstreams}, policy {settings.policy}"
+        if settings.log_format == "json":
+            logging.getLogger("proxy").info(started)
+        else:
+            print(started, file=sys.stderr, flush=True)
         await stop.wait()
         await proxy.close(grace=5.0)
 
@@ -212,6 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # One line per event (upstreams discovered, drained, DNS problems) on stderr.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+    if settings.access_log not in ("off", "stdout", "stderr"):
+        try:  # the server opens it; say which file is wrong before anything listens
+            open(settings.access_log, "a").close()
+        except OSError as error:
+            print(f"proxy: access_log {settings.access_log}: {error.strerror}", file=sys.stderr)
+            return 2
     try:
         import uvloop
     except ImportError:

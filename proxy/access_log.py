@@ -14,12 +14,44 @@ import json
 import logging
 import os
 import re
+import sys
 import time
-from typing import IO
+from typing import IO, Literal
 
-# An X-Request-ID a trusted peer may hand on: visible ASCII, no spaces, bounded.
-REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+from proxy.errors import SettingsError
+
+LogFormat = Literal["text", "json"]
+
 _HEADER = re.compile(rb"\r\n(?i:(referer|user-agent)):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)")
+
+
+def parse_access_log(key: str, value: object) -> str:
+    """`off` (nginx's `access_log off`), `stdout`, `stderr`, or a file to append to."""
+    text = str(value).strip()
+    if not text or "\0" in text:
+        raise SettingsError(key, value, "expected off, stdout, stderr or a file name")
+    return text
+
+
+def parse_log_format(key: str, value: object) -> LogFormat:
+    text = str(value).strip().lower()
+    if text == "text":
+        return "text"
+    if text == "json":
+        return "json"
+    raise SettingsError(key, value, "expected text or json")
+
+
+def open_access_log(where: str, log_format: LogFormat) -> AccessLog | None:
+    """The access log `access_log` names, or None for `off`. Raises OSError for a file
+    that cannot be opened."""
+    if where == "off":
+        return None
+    if where in ("stdout", "stderr"):
+        stream: IO[str] = sys.stdout if where == "stdout" else sys.stderr
+    else:
+        stream = open(where, "a", encoding="utf-8")  # noqa: SIM115 (the log owns it)
+    return AccessLog(stream, json_lines=log_format == "json")
 
 
 class RequestIds:
@@ -101,6 +133,11 @@ class AccessLog:
             f'{client.decode("latin-1")} - - [{local}] "{_quoted(request_line)}" {status} '
             f'{body_bytes} "{referer}" "{agent}" rid={request_id.decode("latin-1")} urt={urt}'
         )
+
+    def close(self) -> None:
+        self.flush()
+        if self.stream not in (sys.stdout, sys.stderr):
+            self.stream.close()
 
     def flush(self) -> None:
         if self._lines:

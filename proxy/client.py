@@ -49,7 +49,8 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, shared: Shared, edge: Edge = PLAIN) -> None:
         self.shared = shared
         self.edge = edge
-        # The end of every lean request head for the upstream (after X-Forwarded-Host).
+        # Every lean request head for the upstream goes on with these lines after its
+        # X-Forwarded-Host, up to the request id.
         self.forwarded_tail = b""
 
     # -- asyncio callbacks -----------------------------------------------------
@@ -65,6 +66,7 @@ class ClientConnection(asyncio.Protocol):
         # Only a peer inside set_real_ip_from may name the client (nginx's real_ip module).
         real_ip_header = shared.real_ip_header if trusted and inside(ip.decode(), trusted) else None
         self.request = RequestParser(relay, ip, real_ip_header, self.edge.scheme)
+        relay.client_ip = ip
         self.forwarded_tail = b"".join(
             (
                 b"\r\nX-Forwarded-For: ",
@@ -73,7 +75,7 @@ class ClientConnection(asyncio.Protocol):
                 self.edge.scheme,
                 b"\r\nX-Real-IP: ",
                 ip,
-                b"\r\n\r\n",
+                b"\r\nX-Request-ID: ",
             )
         )
         shared.clients.add(self)
@@ -127,7 +129,10 @@ class ClientConnection(asyncio.Protocol):
             ex.route = None
             ex.sent = ex.response_started = False
             ex.started = perf_counter()
-        ex.head = head = head_start + self.forwarded_tail
+        ex.request_id = request_id = shared.request_ids.new()
+        if shared.access_log is not None:
+            ex.log_head = data
+        ex.head = head = b"".join((head_start, self.forwarded_tail, request_id, b"\r\n\r\n"))
         ex.lean = not head_only
         route = None
         if shared.sticky and (shared.cookie_marker in data or b";" in target):

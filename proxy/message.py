@@ -42,6 +42,7 @@ class PreparedRequest:
         "expect_continue",
         "head",
         "idempotent",
+        "request_id",
         "upgrade",
     )
 
@@ -62,6 +63,7 @@ class PreparedRequest:
         self.cookies = cookies
         self.expect_continue = False
         self.close_requested = False
+        self.request_id = b""
 
     @property
     def has_body(self) -> bool:
@@ -112,6 +114,7 @@ def prepare_request(
     default_host: bytes = b"",
     real_ip_header: bytes | None = None,
     scheme: bytes = b"http",
+    request_id: bytes = b"",
 ) -> PreparedRequest:
     """Check a parsed request and build the head for the upstream, or raise BadRequestError.
 
@@ -122,7 +125,8 @@ def prepare_request(
     $host falls back to the server's own name), as HTTP/1.1 requires one.
     `real_ip_header` (lower case) is set when the peer is trusted to name the client.
     `scheme` is the connection's (b"https" on an ssl listener): what X-Forwarded-Proto says,
-    unless a trusted peer says otherwise.
+    unless a trusted peer says otherwise. `request_id` goes upstream as X-Request-ID,
+    unless a trusted peer sent a well-formed one (kept; prepared.request_id says which).
     """
     if method in _REFUSED_METHODS:
         raise BadRequestError(405, f"method {method.decode()} not allowed")
@@ -137,6 +141,7 @@ def prepare_request(
     upgrade_value: bytes | None = None
     cookies: list[str] = []
     expect_continue = False
+    incoming_id: bytes | None = None
     for name, value in headers:
         low = name.lower()
         if low in _WATCHED_REQUEST:
@@ -172,6 +177,8 @@ def prepare_request(
                     forwarded[low] = value if seen is None else seen + b", " + value
                 elif low == b"upgrade":
                     upgrade_value = value
+                elif low == b"x-request-id":
+                    incoming_id = value  # the proxy's own replaces it unless trusted
                 continue
         elif low[:6] == b"proxy-":
             continue
@@ -207,6 +214,14 @@ def prepare_request(
                 if name.lower() == real_ip_header:
                     forwarded[real_ip_header] = value
         lines += trusted_forwarding(host, client_ip, forwarded, real_ip_header, scheme)
+    if (
+        real_ip_header is not None
+        and incoming_id is not None
+        and _REQUEST_ID.fullmatch(incoming_id)
+    ):
+        request_id = incoming_id
+    if request_id:
+        lines += (b"X-Request-ID: ", request_id, b"\r\n")
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if tunnel and upgrade_value is not None:
@@ -222,8 +237,12 @@ def prepare_request(
     )
     prepared.expect_continue = expect_continue and (chunked or bool(content_length))
     prepared.close_requested = close_requested
+    prepared.request_id = request_id
     return prepared
 
+
+# An X-Request-ID a trusted peer may hand on: visible ASCII, no spaces, bounded.
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 
 _FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"}
@@ -278,6 +297,7 @@ _WATCHED_REQUEST = frozenset(
         b"x-real-ip",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        b"x-request-id",
         *HOP_BY_HOP,
     }
 )
@@ -414,15 +434,19 @@ _REASONS = {
 }
 
 
-def error_response(status: int, detail: str, *, keep_alive: bool = False) -> bytes:
-    """A short plain-text response naming the cause, e.g. `502 Bad Gateway: app1 refused`."""
+def error_response(
+    status: int, detail: str, *, keep_alive: bool = False, lines: bytes = b""
+) -> bytes:
+    """A short plain-text response naming the cause, e.g. `502 Bad Gateway: app1 refused`;
+    `lines` are more header lines, each led by CRLF (X-Request-ID, HSTS)."""
     reason = _REASONS.get(status, "Error")
     body = f"{status} {reason}: {detail}\n".encode("utf-8", "replace")
     connection = b"keep-alive" if keep_alive else b"close"
     return b"".join(
         (
-            b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"HTTP/1.1 %d %s" % (status, reason.encode()),
+            lines,
+            b"\r\nContent-Type: text/plain; charset=utf-8\r\n",
             b"Content-Length: %d\r\nConnection: %s\r\n\r\n" % (len(body), connection),
             body,
         )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from proxy.access_log import AccessLog, RequestIds
 from proxy.balancer import Balancer
 from proxy.cluster import ClusterView
 from proxy.health import EventLog, UpstreamHealth
@@ -54,6 +55,10 @@ class ResponseSink(Protocol):
     def request_complete(self) -> bool: ...
 
     def close(self) -> None: ...
+
+    def answer_lines(self, ex: Exchange) -> bytes:
+        """The header lines every answer to `ex` carries (X-Request-ID, HSTS), each led
+        by CRLF."""
 
 
 class UpstreamLink(Protocol):
@@ -181,6 +186,8 @@ class Shared:
         # The loop's clock, refreshed by the ticker: deadlines are compared to it.
         self.now = now
         self.retries = 0
+        self.request_ids = RequestIds()
+        self.access_log: AccessLog | None = None  # access_log = off
         self.accepted = 0  # client connections, since the start
         # Client connections (server.py walks them for deadlines and shutdown).
         self.clients: set[Any] = set()
@@ -190,6 +197,7 @@ class Exchange:
     """One client request on its way through the proxy."""
 
     __slots__ = (
+        "body_bytes",
         "body_chunks",
         "body_size",
         "buffered",
@@ -202,14 +210,17 @@ class Exchange:
         "keep_alive",
         "lean",
         "local",
+        "log_head",
         "method",
         "prepared",
         "request_complete",
+        "request_id",
         "response_started",
         "route",
         "sent",
         "stale_retry",
         "started",
+        "status",
         "target",
         "tried",
         "tunnel",
@@ -223,6 +234,13 @@ class Exchange:
         self.keep_alive = keep_alive
         self.head_only = method == b"HEAD"
         self.prepared: PreparedRequest | None = None
+        # X-Request-ID, the proxy's own or a trusted peer's (nginx's $request_id).
+        self.request_id = b""
+        # For the access log only: the request head as it came (its line, Referer,
+        # User-Agent), the response's status and body bytes.
+        self.log_head = b""
+        self.status = 0
+        self.body_bytes = 0
         # What is sent upstream before any body.
         self.head = b""
         # A keep-alive HTTP/1.1 exchange whose response the lean path may take whole.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
 
 from proxy.message import error_response
 from proxy.records import Exchange, ResponseSink, Shared, Upstream, UpstreamLink
@@ -26,6 +27,7 @@ class Relay:
     def __init__(self, shared: Shared, transport: asyncio.Transport) -> None:
         self.shared = shared
         self.transport = transport
+        self.client_ip = b""  # the peer's address, for the access log
         # The last finished lean exchange, for the next lean request to reuse.
         self.spare: Exchange | None = None
         self.active: Exchange | None = None
@@ -130,7 +132,10 @@ class Relay:
 
     def fail(self, ex: Exchange, status: int, detail: str) -> None:
         ex.keep_alive = False
-        self.write(error_response(status, detail))
+        lines = self.sink.answer_lines(ex)
+        answer = error_response(status, detail, lines=lines)
+        self.log_answer(ex, status, len(answer) - answer.index(b"\r\n\r\n") - 4)
+        self.write(answer)
         self.close()
 
     def drop_upstream(self, ex: Exchange, *, reusable: bool) -> None:
@@ -186,6 +191,19 @@ class Relay:
         ex.keep_alive = keep_alive
         ex.response_started = True
         self.finish(ex)
+
+    def log_answer(self, ex: Exchange, status: int, body_bytes: int) -> None:
+        """One answered request in the access log, when there is one."""
+        log = self.shared.access_log
+        if log is not None:
+            log.request(
+                client=self.client_ip,
+                head=ex.log_head,
+                status=status,
+                body_bytes=body_bytes,
+                request_id=ex.request_id,
+                upstream_seconds=perf_counter() - ex.started if ex.upstream else None,
+            )
 
     # -- the client's transport ------------------------------------------------
     def write(self, data: bytes) -> None:

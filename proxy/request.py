@@ -120,6 +120,8 @@ class RequestParser:
         relay, shared = self.relay, self.shared
         ex = Exchange(method, target, True, True)
         ex.request_complete = True
+        if shared.access_log is not None:
+            ex.log_head = b"%s %s HTTP/1.1\r\n%s" % (method, target, block)
         relay.read_deadline = 0.0
         relay.active = ex
         if target.startswith(shared.status_prefix):
@@ -150,8 +152,10 @@ class RequestParser:
             default_host=self.server_host() if version == "1.0" else b"",
             real_ip_header=self.real_ip_header,
             scheme=self.scheme,
+            request_id=shared.request_ids.new(),
         )
         ex.head = prepared.head
+        ex.request_id = prepared.request_id
         if shared.sticky:
             ex.route = route_of_request(
                 ex.target.decode("latin-1"), prepared.cookies, shared.cookie_name
@@ -198,6 +202,12 @@ class RequestParser:
             raise BadRequestError(505, f"HTTP/{version} is not supported")
         ex = Exchange(parser.get_method(), target, version == "1.1", parser.should_keep_alive())
         self.parsing = ex
+        if shared.access_log is not None:
+            ex.log_head = b"".join(
+                [b"%s %s HTTP/%s" % (ex.method, target, version.encode())]
+                + [b"\r\n%s: %s" % header for header in headers]
+                + [b"\r\n"]
+            )
         if target.startswith(shared.status_prefix):
             ex.local = True
         else:

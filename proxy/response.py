@@ -48,16 +48,19 @@ class ResponseRelay:
         if len(data) - head_end != length or transport.is_closing():
             return False
         ex.response_started = True
-        hsts = self.hsts
-        if hsts:
-            # In place of the Connection line, else just before the blank line.
-            at = cut_start if cut_stop else head_end - 4
-            transport.write(data[:at] + hsts + data[cut_stop or at :])
-        else:
-            transport.write(data[:cut_start] + data[cut_stop:] if cut_stop else data)
+        # X-Request-ID and HSTS in place of the Connection line, else before the blank line.
+        at = cut_start if cut_stop else head_end - 4
+        transport.write(
+            b"".join(
+                (data[:at], b"\r\nX-Request-ID: ", ex.request_id, self.hsts, data[cut_stop or at :])
+            )
+        )
         upstream = ex.upstream
         assert upstream is not None
         stats = upstream.stats
+        stats.responses[data[9] - 48] += 1  # the status class: LEAN_RESPONSE took 2xx-4xx
+        if relay.shared.access_log is not None:
+            relay.log_answer(ex, int(data[9:12]), length)
         stats.observe(perf_counter() - ex.started)
         shared = relay.shared
         health = upstream.health
@@ -118,8 +121,8 @@ class ResponseRelay:
         )
         if framing != "length" or length != len(body):
             return False
-        if self.hsts:
-            client_head = client_head[:-4] + self.hsts + b"\r\n\r\n"
+        client_head = client_head[:-4] + self.answer_lines(ex) + b"\r\n\r\n"
+        self.count(ex, status)
         ex.keep_alive = keep_alive
         ex.response_started = True
         transport = relay.transport
@@ -129,6 +132,7 @@ class ResponseRelay:
             else:
                 transport.writelines((client_head, body))
         self.note_answer(ex)
+        relay.log_answer(ex, status, len(body))
         relay.drop_upstream(ex, reusable=ex.request_complete and upstream_keep_alive)
         relay.finish(ex)
         return True
@@ -173,13 +177,14 @@ class ResponseRelay:
             client_keep_alive=ex.keep_alive and not relay.closing and not prepared.upgrade,
             tunnel=tunnel,
         )
-        if self.hsts:
-            client_head = client_head[:-4] + self.hsts + b"\r\n\r\n"
+        client_head = client_head[:-4] + self.answer_lines(ex) + b"\r\n\r\n"
+        self.count(ex, status)
         conn.upstream_keep_alive = upstream_keep_alive
         conn.until_close = until_close
         ex.framing = framing
         ex.keep_alive = keep_alive
         ex.response_started = True
+        ex.status = status
         relay.write(client_head)
         if tunnel:
             ex.tunnel = True
@@ -204,6 +209,7 @@ class ResponseRelay:
         ex = relay.active
         if ex is None or not ex.response_started:
             return
+        ex.body_bytes += len(body)
         batch = relay.batch
         chunked = ex.framing == "chunked"
         if batch is None:
@@ -228,6 +234,7 @@ class ResponseRelay:
         if ex.framing == "chunked":
             relay.write(CHUNK_END)
         self.note_answer(ex)
+        relay.log_answer(ex, ex.status, ex.body_bytes)
         reusable = (
             reusable and ex.request_complete and not conn.until_close and conn.upstream_keep_alive
         )
@@ -259,6 +266,15 @@ class ResponseRelay:
             relay.shared.pool.connect(upstream, ex, relay.attach, relay.connect_failed)
             return
         relay.failed(ex, upstream, kind, cause)
+
+    @staticmethod
+    def count(ex: Exchange, status: int) -> None:
+        """One more response of its status class from its upstream."""
+        if ex.upstream is not None and 100 <= status < 600:
+            ex.upstream.stats.responses[status // 100] += 1
+
+    def answer_lines(self, ex: Exchange) -> bytes:
+        return b"\r\nX-Request-ID: " + ex.request_id + self.hsts if ex.request_id else self.hsts
 
     # -- the rest of what an upstream connection may ask -------------------------
     def flush(self) -> None:

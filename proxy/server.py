@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from netnames import Resolver, getaddrinfo_resolver
+from proxy.access_log import AccessLog, open_access_log
 from proxy.checker import check_health
 from proxy.client import ClientConnection, RedirectingConnection
 from proxy.discovery import UpstreamDiscovery
@@ -55,6 +56,7 @@ class ProxyServer:
         self._shared: Shared | None = None
         self._pool: ConnectionPool | None = None
         self._stream = StatusStream(self.snapshot)
+        self._access_log: AccessLog | None = None
 
     @property
     def port(self) -> int:
@@ -96,6 +98,9 @@ class ProxyServer:
             self.upstreams, local_response=pages.respond, now=loop.time()
         )
         shared.pool = self._pool = ConnectionPool(shared)
+        shared.access_log = self._access_log = open_access_log(
+            settings.access_log, settings.log_format
+        )
         shared.status_events_path = pages.events_path
         shared.subscribe_status = self._stream.subscribe
         try:
@@ -187,6 +192,8 @@ class ProxyServer:
             for client in list(shared.clients):
                 client.expire(now)
             pool.expire(now)
+            if shared.access_log is not None:
+                shared.access_log.flush()
             wall = upstreams.clock()
             for upstream in upstreams.by_name.values():
                 if upstream.health.out_until:  # the end of a passive out-time, on time
@@ -224,6 +231,8 @@ class ProxyServer:
                 await task
         self._tasks.clear()
         self._stream.close()
+        if self._access_log is not None:
+            self._access_log.close()
         if self._shared is not None:
             await self._drain(self._shared, grace)
         await self._close_listeners()

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxy.access_log import LogFormat, parse_access_log, parse_log_format
 from proxy.errors import SettingsError
 from proxy.values import (
     DEFAULT_CIPHERS,
@@ -103,6 +104,8 @@ class ProxySettings:
     ssl_ciphers: str = DEFAULT_CIPHERS
     redirect_to_https: bool = False
     hsts_max_age: int = 0
+    access_log: str = "off"
+    log_format: LogFormat = "text"
 
     @property
     def listen_host(self) -> str:
@@ -160,6 +163,7 @@ _TLS_PARSERS = {
     "ssl_ciphers": parse_ciphers,
     "redirect_to_https": parse_bool,
 }
+_LOG_PARSERS = {"access_log": parse_access_log, "log_format": parse_log_format}
 KNOWN_KEYS = frozenset(
     {
         "listen",
@@ -172,6 +176,7 @@ KNOWN_KEYS = frozenset(
         "set_real_ip_from",
         "real_ip_header",
         *_TLS_PARSERS,
+        *_LOG_PARSERS,
         *_SECONDS_KEYS,
         *_COUNT_KEYS,
     }
@@ -198,6 +203,8 @@ def settings_from_mapping(raw: Mapping[str, object]) -> ProxySettings:
             values["listeners"] = parse_listeners(key, value)
         elif key in _TLS_PARSERS:
             values[key] = _TLS_PARSERS[key](key, value)
+        elif key in _LOG_PARSERS:
+            values[key] = _LOG_PARSERS[key](key, value)
         elif key == "upstreams" and str(value).strip().startswith(DNS_PREFIX):
             values["discovery"] = parse_dns_target(str(value))
         elif key == "upstreams":

@@ -216,8 +216,10 @@ def lean_request(data: bytes) -> LeanRequest | None:
             else:
                 cut = 3 if keep_alive_a is not None else 0
             start, stop = match.span(cut) if cut else (len(data) - 2, len(data) - 2)
-            known = method, target, b"".join(
-                (data[:start], data[stop:-2], b"X-Forwarded-Host: ", host)
+            known = (
+                method,
+                target,
+                b"".join((data[:start], data[stop:-2], b"X-Forwarded-Host: ", host)),
             )
         if len(data) <= _LEAN_MEMO_MAX_REQUEST:
             if len(_lean_requests) >= _MEMO_MAX:

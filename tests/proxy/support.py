@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,13 +52,29 @@ class LoopbackServer:
             await asyncio.wait(list(self.handlers), timeout=2)
 
 
+# The proxy's X-Request-ID: the last line of a forwarded head, one line of an answer.
+_FORWARDED_ID = re.compile(rb"\r\nX-Request-ID: ([0-9a-f]{24})(?=\r\n\r\n$)")
+_ANSWER_ID = re.compile(rb"\r\nX-Request-ID: ([0-9a-f]{24})(?=\r\n)")
+
+
+def split_request_id(head: bytes, line: re.Pattern[bytes] = _ANSWER_ID) -> tuple[bytes, bytes]:
+    """(the head less its one X-Request-ID line, the id); a head with none, or more than
+    one, comes back whole, so that a byte-exact comparison with it still fails."""
+    found = line.findall(head)
+    if len(found) != 1 or head.count(b"X-Request-ID") != 1:
+        return head, b""
+    return line.sub(b"", head), found[0]
+
+
 @dataclass
 class RawUpstream(LoopbackServer):
-    """An HTTP upstream written with raw streams: records every request head it reads."""
+    """An HTTP upstream written with raw streams: records every request head it reads
+    (less the proxy's X-Request-ID line, which goes to `request_ids`)."""
 
     name: str
     response: bytes = OK_RESPONSE
     heads: list[bytes] = field(default_factory=list)
+    request_ids: list[bytes] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     connections: int = 0
     port: int = 0
@@ -66,8 +83,11 @@ class RawUpstream(LoopbackServer):
         self.connections += 1
         with self.serving(writer):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head, request_id = split_request_id(
+                    await reader.readuntil(b"\r\n\r\n"), _FORWARDED_ID
+                )
                 self.heads.append(head)
+                self.request_ids.append(request_id)
                 body = b""
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
@@ -132,12 +152,13 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
-    raw_head: bytes
+    raw_head: bytes  # less the proxy's X-Request-ID line (in request_id)
+    request_id: bytes = b""
 
 
 async def read_response(reader: asyncio.StreamReader) -> Response:
     """One HTTP/1.1 response: sized, chunked or delimited by close."""
-    head = await reader.readuntil(b"\r\n\r\n")
+    head, request_id = split_request_id(await reader.readuntil(b"\r\n\r\n"))
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers: dict[str, str] = {}
@@ -161,7 +182,7 @@ async def read_response(reader: asyncio.StreamReader) -> Response:
         body = b""
     else:
         body = await reader.read()
-    return Response(status, headers, body, head)
+    return Response(status, headers, body, head, request_id)
 
 
 async def exchange(port: int, request: bytes, within: float = 5.0) -> Response:

@@ -13,8 +13,8 @@ PROXY = Path(__file__).resolve().parents[2] / "proxy"
 
 # Bottom first; a module may import only modules of lower layers.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "status_page", "metrics", "access_log"),
-    ("values", "edge"),
+    ("errors", "status_page", "metrics"),
+    ("values", "edge", "access_log"),
     ("settings", "stats", "wire"),
     ("health", "message", "membership"),
     ("balancer", "checker", "cluster"),
