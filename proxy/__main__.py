@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import importlib.metadata
@@ -207,6 +209,23 @@ async def serve(settings: ProxySettings, store: CertificateStore | None = None) 
         await proxy.close(grace=5.0)
 
 
+def tune_malloc() -> None:
+    """Keep 256 KB allocations on glibc's heap. uvloop's TLS transport decrypts every read
+    into a fresh 256 KB buffer, which glibc otherwise maps and unmaps each time (mmap,
+    mremap, munmap: three system calls and the page faults, per request). Elsewhere (no
+    glibc) nothing is changed."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_mmap_threshold, 4 << 20)
+    mallopt(m_trim_threshold, 64 << 20)  # and do not give it back after every free
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
@@ -225,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             print(f"proxy: access_log {settings.access_log}: {error.strerror}", file=sys.stderr)
             return 2
+    tune_malloc()
     try:
         import uvloop
     except ImportError:

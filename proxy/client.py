@@ -50,7 +50,7 @@ class ClientConnection(asyncio.Protocol):
         self.shared = shared
         self.edge = edge
         # Every lean request head for the upstream goes on with these lines after its
-        # X-Forwarded-Host, up to the request id.
+        # X-Forwarded-Host, then its X-Request-ID line.
         self.forwarded_tail = b""
 
     # -- asyncio callbacks -----------------------------------------------------
@@ -75,7 +75,6 @@ class ClientConnection(asyncio.Protocol):
                 self.edge.scheme,
                 b"\r\nX-Real-IP: ",
                 ip,
-                b"\r\nX-Request-ID: ",
             )
         )
         shared.clients.add(self)
@@ -129,10 +128,10 @@ class ClientConnection(asyncio.Protocol):
             ex.route = None
             ex.sent = ex.response_started = False
             ex.started = perf_counter()
-        ex.request_id = request_id = shared.request_ids.new()
+        ex.request_id_line = id_line = shared.request_ids.new()
         if shared.access_log is not None:
             ex.log_head = data
-        ex.head = head = b"".join((head_start, self.forwarded_tail, request_id, b"\r\n\r\n"))
+        ex.head = head = b"".join((head_start, self.forwarded_tail, id_line, b"\r\n\r\n"))
         ex.lean = not head_only
         route = None
         if shared.sticky and (shared.cookie_marker in data or b";" in target):

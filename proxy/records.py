@@ -214,7 +214,7 @@ class Exchange:
         "method",
         "prepared",
         "request_complete",
-        "request_id",
+        "request_id_line",
         "response_started",
         "route",
         "sent",
@@ -234,8 +234,10 @@ class Exchange:
         self.keep_alive = keep_alive
         self.head_only = method == b"HEAD"
         self.prepared: PreparedRequest | None = None
-        # X-Request-ID, the proxy's own or a trusted peer's (nginx's $request_id).
-        self.request_id = b""
+        # b"\r\nX-Request-ID: <id>" (the proxy's own id or a trusted peer's, nginx's
+        # $request_id; access_log.ID_LINE bytes before the id), or b"" for none.
+        self.request_id_line = b""
+
         # For the access log only: the request head as it came (its line, Referer,
         # User-Agent), the response's status and body bytes.
         self.log_head = b""

@@ -14,6 +14,7 @@ import asyncio
 from collections import deque
 from time import perf_counter
 
+from proxy.access_log import ID_LINE
 from proxy.message import error_response
 from proxy.records import Exchange, ResponseSink, Shared, Upstream, UpstreamLink
 from proxy.wire import CONTINUE
@@ -201,7 +202,7 @@ class Relay:
                 head=ex.log_head,
                 status=status,
                 body_bytes=body_bytes,
-                request_id=ex.request_id,
+                request_id=ex.request_id_line[ID_LINE:],
                 upstream_seconds=perf_counter() - ex.started if ex.upstream else None,
             )
 

@@ -11,6 +11,7 @@ import logging
 import httptools
 
 from netnames import address_text
+from proxy.access_log import ID_LINE
 from proxy.balancer import route_of_request
 from proxy.errors import BadRequestError
 from proxy.message import error_response, prepare_request
@@ -152,10 +153,10 @@ class RequestParser:
             default_host=self.server_host() if version == "1.0" else b"",
             real_ip_header=self.real_ip_header,
             scheme=self.scheme,
-            request_id=shared.request_ids.new(),
+            request_id=shared.request_ids.new()[ID_LINE:],
         )
         ex.head = prepared.head
-        ex.request_id = prepared.request_id
+        ex.request_id_line = b"\r\nX-Request-ID: " + prepared.request_id
         if shared.sticky:
             ex.route = route_of_request(
                 ex.target.decode("latin-1"), prepared.cookies, shared.cookie_name

@@ -50,11 +50,11 @@ class ResponseRelay:
         ex.response_started = True
         # X-Request-ID and HSTS in place of the Connection line, else before the blank line.
         at = cut_start if cut_stop else head_end - 4
-        transport.write(
-            b"".join(
-                (data[:at], b"\r\nX-Request-ID: ", ex.request_id, self.hsts, data[cut_stop or at :])
-            )
-        )
+        hsts = self.hsts
+        if hsts:
+            transport.write(b"".join((data[:at], ex.request_id_line, hsts, data[cut_stop or at :])))
+        else:
+            transport.write(b"".join((data[:at], ex.request_id_line, data[cut_stop or at :])))
         upstream = ex.upstream
         assert upstream is not None
         stats = upstream.stats
@@ -274,7 +274,7 @@ class ResponseRelay:
             ex.upstream.stats.responses[status // 100] += 1
 
     def answer_lines(self, ex: Exchange) -> bytes:
-        return b"\r\nX-Request-ID: " + ex.request_id + self.hsts if ex.request_id else self.hsts
+        return ex.request_id_line + self.hsts
 
     # -- the rest of what an upstream connection may ask -------------------------
     def flush(self) -> None:
