@@ -22,8 +22,9 @@ Layout, imports pointing down (tests/proxy/test_layering.py checks it):
     status.py         status page data, JSON and answers; status_stream.py its live
                       updates; status_page.py the page; metrics.py Prometheus
     records.py        Upstream, UpstreamSet, Exchange, Shared, ResponseSink, UpstreamLink
-    pure below:       balancer, checker, cluster (the cluster view), health, message,
-                      wire, stats, settings and values, edge, access_log, errors
+    pure below:       balancer, checker, cluster (the cluster view), health,
+                      request_head, response_head, hop_by_hop, answers, wire, stats,
+                      settings and values, edge, access_log, errors
 A lean GET: client.py (request) -> wire, balancer, records -> upstream.py (response)
 -> response.py (written back).
 """

@@ -21,10 +21,10 @@ from typing import cast
 
 from proxy.balancer import route_of_request
 from proxy.edge import PLAIN, Edge, redirect_answer
-from proxy.message import BODYLESS_REQUEST
 from proxy.records import Exchange, Shared
 from proxy.relay import Relay
 from proxy.request import RequestParser
+from proxy.request_head import BODYLESS_REQUEST
 from proxy.response import ResponseRelay
 from proxy.settings import inside
 from proxy.wire import (

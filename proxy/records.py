@@ -18,7 +18,7 @@ from proxy.access_log import AccessLog, RequestIds
 from proxy.balancer import Balancer
 from proxy.cluster import ClusterView
 from proxy.health import EventLog, UpstreamHealth
-from proxy.message import PreparedRequest
+from proxy.request_head import PreparedRequest
 from proxy.settings import ProxySettings, UpstreamSpec
 from proxy.stats import UpstreamStats
 from proxy.wire import LeanHead

@@ -15,7 +15,7 @@ from collections import deque
 from time import perf_counter
 
 from proxy.access_log import ID_LINE
-from proxy.message import error_response
+from proxy.answers import error_response
 from proxy.records import Exchange, ResponseSink, Shared, Upstream, UpstreamLink
 from proxy.wire import CONTINUE
 

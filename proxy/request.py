@@ -1,6 +1,6 @@
 """Requests the lean path does not take: httptools' llhttp parser, or the fast path for
 one whole body-less request in one read. Either way the request is checked
-(message.py) before anything of it is forwarded, becomes an `Exchange`, and goes
+(request_head.py) before anything of it is forwarded, becomes an `Exchange`, and goes
 to the connection's `Relay`; a bad one gets its 4xx and the connection closes.
 """
 
@@ -12,11 +12,12 @@ import httptools
 
 from netnames import address_text
 from proxy.access_log import ID_LINE
+from proxy.answers import error_response
 from proxy.balancer import route_of_request
 from proxy.errors import BadRequestError
-from proxy.message import error_response, prepare_request
 from proxy.records import Exchange
 from proxy.relay import Relay
+from proxy.request_head import prepare_request
 from proxy.wire import CHUNK_END, HEADER_FIELD, MAX_HEADER_BYTES, MAX_TARGET, OTHER_PROTOCOL
 
 logger = logging.getLogger("proxy")

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from time import perf_counter
 
-from proxy.message import BODYLESS_REQUEST, prepare_response
 from proxy.records import Exchange, UpstreamLink
 from proxy.relay import Relay
+from proxy.request_head import BODYLESS_REQUEST
+from proxy.response_head import prepare_response
 from proxy.wire import CHUNK_END, LeanHead
 
 RETRY_STATUSES = frozenset({502, 503, 504})

@@ -13,10 +13,10 @@ PROXY = Path(__file__).resolve().parents[2] / "proxy"
 
 # Bottom first; a module may import only modules of lower layers.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "status_page", "metrics"),
+    ("errors", "status_page", "metrics", "hop_by_hop", "answers"),
     ("values", "edge", "access_log"),
     ("settings", "stats", "wire"),
-    ("health", "message", "membership"),
+    ("health", "request_head", "response_head", "membership"),
     ("balancer", "checker", "cluster"),
     ("records",),
     ("upstream", "status", "tls", "discovered"),

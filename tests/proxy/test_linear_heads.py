@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from proxy import message, wire
+from proxy import response_head, wire
 
 SMALL, LARGE = 4096, wire.MAX_HEADER_BYTES
 # Linear growth is 8x; this leaves room for cache effects and a loaded machine, not for
@@ -62,7 +62,7 @@ PATTERNS: dict[str, Callable[[bytes], object]] = {
     "OTHER_PROTOCOL": _scan(wire.OTHER_PROTOCOL, "search"),
     "COOKIE_VALUES": _scan(wire.COOKIE_VALUES, "findall"),
     "LEAN_RESPONSE": _scan(wire.LEAN_RESPONSE, "match"),
-    "response rewrite": lambda head: message.prepare_response(
+    "response rewrite": lambda head: response_head.prepare_response(
         head, 200, head_only=False, client_http11=True, client_keep_alive=True
     ),
 }

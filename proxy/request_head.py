@@ -1,4 +1,4 @@
-"""HTTP/1.1 request checks and header rewriting for both directions. Pure: no I/O.
+"""HTTP/1.1 request checks and the head sent upstream. Pure: no I/O.
 
 What reaches the upstream: the request line as received (always HTTP/1.1),
 Host passed through, hop-by-hop headers removed (Connection and the headers it
@@ -6,29 +6,23 @@ names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*),
 X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and X-Real-IP set by the
 proxy: from a peer in `set_real_ip_from` the client's claims are kept (the chain
 appended to), from anyone else replaced. Framing (Content-Length or chunked) is
-re-added by the proxy itself.
+re-added by the proxy itself. The response side is response_head.py's.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
 
 from proxy.errors import BadRequestError
-
-Framing = Literal["none", "length", "chunked", "close"]
+from proxy.hop_by_hop import HOP_BY_HOP, PLAIN_TOKENS, PROTECTED, connection_tokens
 
 Header = tuple[bytes, bytes]
 
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
 IDEMPOTENT_METHODS = frozenset(
     {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE", b"PROPFIND"}
 )
 _REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE"})
-NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class PreparedRequest:
@@ -73,24 +67,6 @@ class PreparedRequest:
 # The flags of every request the lean path takes (body-less, idempotent, no upgrade);
 # its head lives on the exchange.
 BODYLESS_REQUEST = PreparedRequest(b"", None, False, False, True, [])
-
-
-def _connection_tokens(values: Sequence[bytes]) -> set[bytes]:
-    tokens: set[bytes] = set()
-    for value in values:
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return tokens
-
-
-# Connection tokens that name no header of their own.
-_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
-# What a Connection header may never remove: the framing is the proxy's (it decided
-# how the body ends) and Host is not hop-by-hop (RFC 9110 7.6.1). Naming one of them
-# once let a client strip Content-Length while its body still went upstream: smuggling.
-_PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 
 def _drop_named(lines: list[bytes], dropped: set[bytes]) -> list[bytes]:
@@ -199,10 +175,10 @@ def prepare_request(
         raise BadRequestError(413, "request body larger than client_max_body_size")
     tunnel = close_requested = False
     if connection_values:
-        tokens = _connection_tokens(connection_values)
+        tokens = connection_tokens(connection_values)
         close_requested = b"close" in tokens
         tunnel = upgrade and upgrade_value is not None and b"upgrade" in tokens
-        dropped = tokens - _PLAIN_TOKENS - _PROTECTED
+        dropped = tokens - PLAIN_TOKENS - PROTECTED
         if dropped:
             lines = _drop_named(lines, dropped)
     if real_ip_header is None:
@@ -301,171 +277,3 @@ _WATCHED_REQUEST = frozenset(
         *HOP_BY_HOP,
     }
 )
-
-
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-# The response header lines the proxy must look at: one scan of the lower-cased head
-# finds them all (case-sensitive matching lets the regex engine jump from CRLF to CRLF).
-_SPECIAL_LINE = re.compile(
-    rb"\r\n(connection|keep-alive|te|trailer|transfer-encoding|upgrade|content-length|proxy-"
-    + _TOKEN
-    + rb")[ \t]*:[ \t]*([^\r\n]*)"
-)
-
-
-def _drop_header_lines(head: bytes, names: set[bytes]) -> bytes:
-    lines = head.split(b"\r\n")
-    kept = [lines[0]]
-    for line in lines[1:]:
-        if line.split(b":", 1)[0].strip().lower() not in names:
-            kept.append(line)
-    return b"\r\n".join(kept)
-
-
-# How one upstream response reaches the client, as a plain tuple (the hot path):
-# (head for the client, framing of the client's body, client connection stays open,
-#  upstream delimits the body by closing, upstream Content-Length or -1 (-2 when
-#  duplicated), upstream connection may be reused).
-ResponsePlan = tuple[bytes, Framing, bool, bool, int, bool]
-
-_HOP_LINE = re.compile(
-    rb"\r\n(?i:connection|keep-alive|te|trailer|transfer-encoding|upgrade|proxy-"
-    + _TOKEN
-    + rb")[ \t]*:[^\r\n]*"
-)
-_UPGRADE_VALUE = re.compile(rb"\r\n(?i:upgrade)[ \t]*:[ \t]*([^\r\n]*)")
-
-
-def prepare_response(
-    head: bytes,
-    status: int,
-    *,
-    head_only: bool,
-    client_http11: bool,
-    client_keep_alive: bool,
-    tunnel: bool = False,
-) -> ResponsePlan:
-    """Rewrite an upstream response head for the client.
-
-    `head` is the raw status line and header lines, without the blank line.
-    A body the upstream delimits by chunks or by closing reaches an HTTP/1.1
-    client chunked, an HTTP/1.0 client delimited by close. Works on the raw
-    bytes with one regular expression scan: this is the hot path.
-    """
-    has_length = has_chunks = hop = False
-    content_length = -1
-    upstream_keep_alive = head[5:8] == b"1.1"
-    named: set[bytes] = set()
-    for name, value in _SPECIAL_LINE.findall(head.lower()):
-        if name == b"content-length":
-            # A second Content-Length makes the length unknown: the parser rejects it.
-            content_length = int(value) if value.isdigit() and not has_length else -2
-            has_length = True
-            continue
-        hop = True
-        if name == b"transfer-encoding":
-            has_chunks = True
-        elif name == b"connection":
-            if value == b"close":
-                upstream_keep_alive = False
-            elif value == b"keep-alive":
-                upstream_keep_alive = True
-            else:
-                tokens = _connection_tokens([value])
-                if b"close" in tokens:
-                    upstream_keep_alive = False
-                elif b"keep-alive" in tokens:
-                    upstream_keep_alive = True
-                named |= tokens - _PLAIN_TOKENS - _PROTECTED
-    kept = _HOP_LINE.sub(b"", head) if hop else head
-    if named:
-        kept = _drop_header_lines(kept, named)
-    framing: Framing
-    if head_only or status in NO_BODY_STATUSES or status < 200:
-        framing = "none"
-    elif has_length and not has_chunks:
-        framing = "length"
-    elif client_http11:
-        framing = "chunked"
-    else:
-        framing = "close"
-    keep_alive = client_keep_alive and framing != "close" and not tunnel
-    if tunnel:
-        upgrade = _UPGRADE_VALUE.search(head)
-        value = upgrade.group(1) if upgrade is not None else b"websocket"
-        tail = b"\r\nUpgrade: " + value + b"\r\nConnection: upgrade\r\n\r\n"
-    elif framing == "chunked":
-        tail = b"\r\nTransfer-Encoding: chunked\r\n\r\n" if keep_alive else _CHUNKED_CLOSE
-    elif not keep_alive:
-        tail = b"\r\nConnection: close\r\n\r\n"
-    elif not client_http11:
-        tail = b"\r\nConnection: keep-alive\r\n\r\n"
-    else:
-        tail = b"\r\n\r\n"
-    until_close = framing != "none" and not has_length and not has_chunks and not tunnel
-    return (
-        b"HTTP/1.1" + kept[8:] + tail,
-        framing,
-        keep_alive,
-        until_close,
-        content_length if has_length and not has_chunks else -1,
-        upstream_keep_alive and not until_close,
-    )
-
-
-_CHUNKED_CLOSE = b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-
-
-_REASONS = {
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
-
-def error_response(
-    status: int, detail: str, *, keep_alive: bool = False, lines: bytes = b""
-) -> bytes:
-    """A short plain-text response naming the cause, e.g. `502 Bad Gateway: app1 refused`;
-    `lines` are more header lines, each led by CRLF (X-Request-ID, HSTS)."""
-    reason = _REASONS.get(status, "Error")
-    body = f"{status} {reason}: {detail}\n".encode("utf-8", "replace")
-    connection = b"keep-alive" if keep_alive else b"close"
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s" % (status, reason.encode()),
-            lines,
-            b"\r\nContent-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\nConnection: %s\r\n\r\n" % (len(body), connection),
-            body,
-        )
-    )
-
-
-def simple_response(
-    status: int, content_type: str, body: bytes, *, keep_alive: bool, head_only: bool = False
-) -> bytes:
-    reason = _REASONS.get(status, "OK" if status == 200 else "Error").encode()
-    head = (
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-        b"Cache-Control: no-store\r\nConnection: %s\r\n\r\n"
-        % (
-            status,
-            reason,
-            content_type.encode(),
-            len(body),
-            b"keep-alive" if keep_alive else b"close",
-        )
-    )
-    return head if head_only else head + body

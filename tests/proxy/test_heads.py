@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proxy.errors import BadRequestError
-from proxy.message import prepare_request, prepare_response
+from proxy.request_head import prepare_request
+from proxy.response_head import prepare_response
 
 
 def prepare(headers: list[tuple[bytes, bytes]], method: bytes = b"GET", **kw: object):  # type: ignore[no-untyped-def]
