@@ -7,8 +7,8 @@ The status dashboard is `<status_prefix>/status`, its data
 `<status_prefix>/status.json`, Prometheus text `<status_prefix>/metrics`.
 
 Layout, imports pointing down (tests/proxy/test_layering.py checks it):
-    server.py         listeners (plain, and ssl through tls_listener.py), ticker, health
-                      checks, discovery, graceful close
+    server.py         ticker, health checks, discovery, status stream, graceful close
+    listeners.py      the listening sockets: plain, and ssl through tls_listener.py
     client.py         asyncio edge of a client connection + the lean request path
     request.py        requests the lean path does not take (httptools, fast path)
     response.py       ResponseRelay: responses back to the client (lean one included)

@@ -156,7 +156,7 @@ class ClientConnection(asyncio.Protocol):
             return True
         conn = ex.conn = idle.pop()
         conn.reused = True
-        conn.attach(relay.sink, shared.now + shared.read_timeout)
+        conn.attach(relay.sink, relay, shared.now + shared.read_timeout)
         conn.send(head)
         ex.sent = True
         if relay.paused_for_upstream:

@@ -33,9 +33,6 @@ class ResponseSink(Protocol):
     def whole_response(self, conn: UpstreamLink, status: int, head: bytes, body: bytes) -> bool:
         """A whole sized response from one read, head checked plain: taken?"""
 
-    def begin_read(self) -> None:
-        """An upstream read is about to be parsed: collect the writes it causes."""
-
     def response_head(self, conn: UpstreamLink, status: int, head: bytes) -> None: ...
 
     def response_body(self, body: bytes) -> None: ...
@@ -43,6 +40,18 @@ class ResponseSink(Protocol):
     def response_complete(self, conn: UpstreamLink, reusable: bool = True) -> None: ...
 
     def response_failed(self, conn: UpstreamLink, kind: str, cause: str) -> None: ...
+
+    def answer_lines(self, ex: Exchange) -> bytes:
+        """The header lines every answer to `ex` carries (X-Request-ID, HSTS), each led
+        by CRLF."""
+
+
+class ClientFlow(Protocol):
+    """The client connection's transport and flow control, as an upstream connection
+    uses them (relay.py has it)."""
+
+    def begin_read(self) -> None:
+        """An upstream read is about to be parsed: collect the writes it causes."""
 
     def flush(self) -> None:
         """Write what the last upstream read produced, in one go."""
@@ -55,10 +64,6 @@ class ResponseSink(Protocol):
     def request_complete(self) -> bool: ...
 
     def close(self) -> None: ...
-
-    def answer_lines(self, ex: Exchange) -> bytes:
-        """The header lines every answer to `ex` carries (X-Request-ID, HSTS), each led
-        by CRLF."""
 
 
 class UpstreamLink(Protocol):
@@ -76,7 +81,7 @@ class UpstreamLink(Protocol):
     until_close: bool
     upstream_keep_alive: bool
 
-    def attach(self, sink: ResponseSink, read_deadline: float) -> None: ...
+    def attach(self, sink: ResponseSink, flow: ClientFlow, read_deadline: float) -> None: ...
 
     def detach(self) -> None: ...
 

@@ -83,7 +83,9 @@ class Relay:
         shared = self.shared
         # proxy_read_timeout runs once the whole request is sent, as in nginx: while the
         # client is still sending, a stall is the client's (client_body_timeout).
-        conn.attach(self.sink, shared.now + shared.read_timeout if ex.request_complete else 0.0)
+        conn.attach(
+            self.sink, self, shared.now + shared.read_timeout if ex.request_complete else 0.0
+        )
         prepared = ex.prepared
         assert prepared is not None
         chunks = ex.body_chunks
@@ -215,6 +217,13 @@ class Relay:
         transport = self.transport
         if not transport.is_closing():
             transport.write(data)
+
+    def begin_read(self) -> None:
+        self.batch = []
+
+    def request_complete(self) -> bool:
+        ex = self.active
+        return ex is not None and ex.request_complete
 
     def flush(self) -> None:
         """Write what one upstream read produced (head, body, end) in one go."""

@@ -148,8 +148,6 @@ class ResponseRelay:
             health.record_success(self.relay.shared.clock())
 
     # -- responses in parts ----------------------------------------------------
-    def begin_read(self) -> None:
-        self.relay.batch = []
 
     def response_head(self, conn: UpstreamLink, status: int, head: bytes) -> None:
         """Start the response, or go to the next upstream after a 502/503/504."""
@@ -276,20 +274,3 @@ class ResponseRelay:
 
     def answer_lines(self, ex: Exchange) -> bytes:
         return ex.request_id_line + self.hsts
-
-    # -- the rest of what an upstream connection may ask -------------------------
-    def flush(self) -> None:
-        self.relay.flush()
-
-    def write(self, data: bytes) -> None:
-        self.relay.write(data)
-
-    def upstream_paused(self, paused: bool) -> None:
-        self.relay.upstream_paused(paused)
-
-    def request_complete(self) -> bool:
-        ex = self.relay.active
-        return ex is not None and ex.request_complete
-
-    def close(self) -> None:
-        self.relay.close()

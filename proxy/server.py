@@ -2,8 +2,7 @@
 graceful shutdown. The top of the I/O layer: it builds the records and the pool and
 hands each accepted connection a `ClientConnection` (client.py).
 
-One `create_server` per plain `listen` entry, one `TlsListener` (tls_listener.py) per
-`listen ... ssl` entry, all sharing one `Shared` record, one pool and one
+Its listeners (listeners.py: plain and ssl) share one `Shared` record, one pool and one
 `CertificateStore` (which SIGHUP reloads, __main__.py)."""
 
 from __future__ import annotations
@@ -18,16 +17,15 @@ from typing import Any
 from netnames import Resolver, getaddrinfo_resolver
 from proxy.access_log import AccessLog, open_access_log
 from proxy.checker import check_health
-from proxy.client import ClientConnection, RedirectingConnection
+from proxy.client import ClientConnection
 from proxy.discovery import UpstreamDiscovery
-from proxy.edge import Edge
+from proxy.listeners import Listeners
 from proxy.pool import ConnectionPool
 from proxy.records import Shared, Upstream, UpstreamSet
 from proxy.settings import ProxySettings
 from proxy.status import StatusPages, snapshot
 from proxy.status_stream import StatusStream
 from proxy.tls import CertificateStore
-from proxy.tls_listener import TlsListener
 
 # Seconds between looks at every deadline (a plain float per connection, no timers).
 _TICK = 0.1
@@ -50,8 +48,7 @@ class ProxyServer:
         self.store = store
         self.upstreams = UpstreamSet(settings, clock)
         self._discovery_status: Callable[[], dict[str, Any]] = dict  # dns: upstreams only
-        # One per `listen` entry, in its order (a TlsListener for each ssl one).
-        self._servers: list[asyncio.Server | TlsListener] = []
+        self._listeners = Listeners(settings)
         self._tasks: list[asyncio.Task[None]] = []
         self._shared: Shared | None = None
         self._pool: ConnectionPool | None = None
@@ -66,18 +63,12 @@ class ProxyServer:
     @property
     def ports(self) -> tuple[int, ...]:
         """The port of every `listen` entry, in its order (port 0: the one chosen)."""
-        assert self._servers, "the proxy is not listening"
-        return tuple(int(server.sockets[0].getsockname()[1]) for server in self._servers)
+        return self._listeners.ports
 
     @property
     def ssl_port(self) -> int | None:
         """The port of the first ssl listener, where redirect_to_https points; None if none."""
-        ports = [
-            port
-            for listener, port in zip(self.settings.listeners, self.ports, strict=True)
-            if listener.ssl
-        ]
-        return ports[0] if ports else None
+        return self._listeners.ssl_port
 
     def snapshot(self) -> dict[str, Any]:
         """What status.json shows."""
@@ -103,11 +94,8 @@ class ProxyServer:
         )
         shared.status_events_path = pages.events_path
         shared.subscribe_status = self._stream.subscribe
-        try:
-            await self._listen(shared)
-        except BaseException:
-            await self._close_listeners()
-            raise
+        await self._listeners.start(shared, self.store)
+        self.store = self._listeners.store
         self._tasks.append(loop.create_task(self._tick()))
         if settings.health_interval > 0:
             for upstream in self.upstreams.by_name.values():
@@ -126,59 +114,6 @@ class ProxyServer:
             )
             self._discovery_status = discovery.status
             self._tasks.append(loop.create_task(discovery.run()))
-
-    async def _listen(self, shared: Shared) -> None:
-        """Every `listen` entry, ssl ones first: a redirecting plain listener needs the port
-        of the first ssl listener (chosen by the system when it is 0)."""
-        settings = self.settings
-        listeners = settings.listeners
-        servers: dict[int, asyncio.Server | TlsListener] = {}  # by index in `listen`
-        if settings.ssl_listeners and self.store is None:
-            self.store = CertificateStore(
-                settings.ssl_certificate,
-                settings.ssl_certificate_key,
-                protocols=settings.ssl_protocols,
-                ciphers=settings.ssl_ciphers,
-            )
-        store = self.store
-        for index, listener in enumerate(listeners):
-            if listener.ssl and store is not None:
-                edge = Edge(https=True, hsts_max_age=settings.hsts_max_age)
-                factory = self._factory(shared, edge)
-                tls = await TlsListener.start(listener.host, listener.port, factory, store)
-                servers[index] = tls
-                self._servers.append(tls)
-        redirect_port = 0
-        if settings.redirect_to_https and servers:
-            redirect_port = int(servers[min(servers)].sockets[0].getsockname()[1])
-        loop = asyncio.get_running_loop()
-        for index, listener in enumerate(listeners):
-            if not listener.ssl:
-                edge = Edge(https=False, redirect_port=redirect_port)
-                plain = await loop.create_server(
-                    self._factory(shared, edge),
-                    listener.host,
-                    listener.port,
-                    reuse_address=True,
-                    backlog=1024,
-                )
-                servers[index] = plain
-                self._servers.append(plain)
-        self._servers = [servers[index] for index in range(len(listeners))]
-
-    @staticmethod
-    def _factory(shared: Shared, edge: Edge) -> Callable[[], ClientConnection]:
-        """The protocol factory of one listener: its Edge is bound once, here."""
-        if edge.redirect_port:
-            return lambda: RedirectingConnection(shared, edge)
-        return lambda: ClientConnection(shared, edge)
-
-    async def _close_listeners(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
-        for server in servers:
-            await server.wait_closed()
 
     async def _tick(self) -> None:
         shared, pool = self._shared, self._pool
@@ -222,8 +157,7 @@ class ProxyServer:
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace` seconds), close all."""
-        for server in self._servers:
-            server.close()
+        self._listeners.stop_accepting()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -235,7 +169,7 @@ class ProxyServer:
             self._access_log.close()
         if self._shared is not None:
             await self._drain(self._shared, grace)
-        await self._close_listeners()
+        await self._listeners.close()
 
     async def _drain(self, shared: Shared, grace: float) -> None:
         loop = asyncio.get_running_loop()

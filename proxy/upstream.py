@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import httptools
 
-from proxy.records import ResponseSink, Shared, Upstream
+from proxy.records import ClientFlow, ResponseSink, Shared, Upstream
 from proxy.wire import MAX_HEADER_BYTES, WRITE_HIGH, lean_response_head, plain_response_head
 
 logger = logging.getLogger("proxy")
@@ -33,6 +33,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None
+        self.flow: ClientFlow | None = None  # set with the sink
         # Bytes of a response head that spans several reads.
         self.buffered = b""
         self.current = b""
@@ -48,10 +49,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
 
     # -- used by the client side ----------------------------------------------
-    def attach(self, sink: ResponseSink, read_deadline: float) -> None:
-        """Carry the next exchange, reporting to `sink`; the connection is between
-        responses (nothing buffered, not close-delimited)."""
+    def attach(self, sink: ResponseSink, flow: ClientFlow, read_deadline: float) -> None:
+        """Carry the next exchange, reporting to `sink` and writing through `flow`; the
+        connection is between responses (nothing buffered, not close-delimited)."""
         self.sink = sink
+        self.flow = flow
         self.got_bytes = False
         self.until_close = False
         self.awaiting_head = True
@@ -61,7 +63,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.read_deadline = read_deadline
 
     def detach(self) -> None:
-        self.sink = None
+        self.sink = self.flow = None
         self.read_deadline = 0.0
 
     def start_tunnel(self, client: asyncio.Transport) -> None:
@@ -90,7 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
-        self.sink = None
+        self.sink = self.flow = None
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -101,8 +103,8 @@ class UpstreamConnection(asyncio.Protocol):
             sink = self.sink
             if sink is not None and self.tunnel_to is None:
                 sink.response_failed(self, "timeout", "upstream timed out (proxy_read_timeout)")
-            elif sink is not None:
-                sink.close()
+            elif sink is not None and self.flow is not None:
+                self.flow.close()
         if self.idle_deadline and now > self.idle_deadline and self.sink is None:
             self.close()
 
@@ -139,7 +141,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()  # unsolicited bytes on an idle connection
             return
         self.read_deadline = self.shared.now + self.shared.read_timeout
-        sink.begin_read()
+        flow = self.flow
+        assert flow is not None
+        flow.begin_read()
         self.current = data
         try:
             self.parser.feed_data(data)
@@ -151,14 +155,14 @@ class UpstreamConnection(asyncio.Protocol):
             if self.sink is not None and self.tunnel_to is not None:
                 rest = data[upgrade.args[0] :]
                 if rest:
-                    sink.write(rest)  # after the 101 head, in the same batch
+                    flow.write(rest)  # after the 101 head, in the same batch
         except httptools.HttpParserError as error:
             if self.sink is not None:
                 self.sink.response_failed(self, "error", f"invalid response: {error}")
             if error.__context__ is not None:
                 logger.error("bug while handling a response", exc_info=error.__context__)
         finally:
-            sink.flush()
+            flow.flush()
 
     def eof_received(self) -> bool:
         return False
@@ -168,11 +172,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.connections.discard(self)
         if self in self.idle:
             self.idle.remove(self)
-        sink = self.sink
+        sink, flow = self.sink, self.flow
         self.sink = None
         if sink is not None:
-            if self.tunnel_to is not None:
-                sink.close()
+            if self.tunnel_to is not None and flow is not None:
+                flow.close()
             elif self.until_close:
                 sink.response_complete(self)
             else:
@@ -182,17 +186,17 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # An upstream that stops taking the request body is the one late (nginx's
         # proxy_send_timeout, here proxy_read_timeout); the client we stop reading is not.
-        sink = self.sink
-        if sink is not None:
+        flow = self.flow
+        if self.sink is not None and flow is not None:
             self.read_deadline = self.shared.now + self.shared.read_timeout
-            sink.upstream_paused(True)
+            flow.upstream_paused(True)
 
     def resume_writing(self) -> None:
-        sink = self.sink
-        if sink is not None:
-            complete = sink.request_complete()
+        flow = self.flow
+        if self.sink is not None and flow is not None:
+            complete = flow.request_complete()
             self.read_deadline = self.shared.now + self.shared.read_timeout if complete else 0.0
-            sink.upstream_paused(False)
+            flow.upstream_paused(False)
 
     # -- httptools callbacks ---------------------------------------------------
     # No on_status/on_header: the head is taken raw from the received bytes,

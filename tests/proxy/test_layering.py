@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("response",),
     ("request",),
     ("client",),
+    ("listeners",),
     ("server",),
     ("__main__", "__init__"),
 )
