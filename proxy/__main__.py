@@ -69,8 +69,8 @@ MEANINGS: dict[str, str] = {
     "redirect_to_https": "plain listeners answer 301 to the same host and path on the first ssl "
     "listener (status_prefix and health_path excepted)",
     "hsts_max_age": "seconds of Strict-Transport-Security sent on ssl listeners (0: off)",
-    "access_log": "off, stdout, stderr or a file: nginx's combined format plus rid= (the "
-    "X-Request-ID) and urt= (seconds until the upstream answered)",
+    "access_log": "off, stdout, stderr or a file: nginx's combined format, then the "
+    "X-Request-ID and the seconds until the upstream answered",
     "log_format": "text, or json: every log line (access and events) one JSON object",
 }
 _FIELDS = {field.name: field for field in dataclasses.fields(ProxySettings)}

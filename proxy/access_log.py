@@ -2,8 +2,9 @@
 
 Every request gets an id (nginx's `$request_id`): a per-process random prefix and a
 counter, unique without a system call per request. The access log writes nginx's
-`combined` format plus `rid=` (the request id) and `urt=` (the upstream's response
-time, nginx's `$upstream_response_time`), or one JSON object per line with
+`combined` format plus the request id and the upstream's response time (nginx's
+`$request_id $upstream_response_time`; the app servers' lines end in `$request_id
+$request_time`, so the id is the same field in both), or one JSON object per line with
 `log_format = json`. Lines are buffered and written a few times a second (nginx's
 `access_log ... buffer=`), never per request.
 """
@@ -147,7 +148,7 @@ class AccessLog:
         agent = _quoted(found.get(b"user-agent", b"-"))
         self._lines.append(
             f'{client.decode("latin-1")} - - [{local}] "{_quoted(request_line)}" {status} '
-            f'{body_bytes} "{referer}" "{agent}" rid={request_id.decode("latin-1")} urt={urt}'
+            f'{body_bytes} "{referer}" "{agent}" {request_id.decode("latin-1")} {urt}'
         )
 
     def close(self) -> None:

@@ -134,7 +134,7 @@ async def test_metrics_parse_with_prometheus_names_and_types() -> None:
 
 COMBINED = re.compile(
     r'(?P<addr>\S+) - - \[[^\]]+\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) '
-    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)" rid=(?P<rid>\S+) urt=(?P<urt>\S+)'
+    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)" (?P<rid>\S+) (?P<urt>\S+)'
 )
 
 
