@@ -14,7 +14,7 @@ over 37 sessions from app1", "session relocated from n2 to n1".
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -120,11 +120,20 @@ class ClusterView:
         changes = [e for e in map(health_change, health) if e is not None]
         return sorted([*self._events, *changes], key=lambda event: event.at)
 
-    def memcached(self) -> list[dict[str, Any]]:
-        """Every node any app server reports, with each one's view of it."""
+    def memcached(self, up: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Every node the app servers report, with each one's view of it; with `up`, only
+        the reports of those app servers count (a dead one's last word is stale)."""
         nodes: dict[str, dict[str, Any]] = {}
         for name, report in sorted(self.reports.items()):
-            for node in _nodes(report):
+            if up is not None and name not in up:
+                continue
+            listed = _nodes(report)
+            # Where this app server backs up to: its alive nodes other than failover
+            # nodes, or its alive failover nodes once those are all dead (MSM's rule).
+            targets = [n for n in listed if n.get("alive") and not n.get("failover")] or [
+                n for n in listed if n.get("alive")
+            ]
+            for node in listed:
                 node_id = str(node["id"])
                 row = nodes.setdefault(
                     node_id,
@@ -138,9 +147,8 @@ class ClusterView:
                         "evicting": False,
                     },
                 )
-                alive = bool(node.get("alive"))
-                row["seen_by"][name] = alive
-                if alive and not node.get("failover"):
+                row["seen_by"][name] = bool(node.get("alive"))
+                if node in targets:
                     row["backed_up_by"].append(name)
                 failed = node.get("backups_failed")
                 if isinstance(failed, int):

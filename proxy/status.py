@@ -61,7 +61,9 @@ def _row(upstream: Upstream, now: float) -> dict[str, Any]:
 
 
 def _appserver(row: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict[str, Any]:
-    report = report or {}
+    route = report.get("route") if report is not None else None
+    # A server that is down says nothing now: its last report's numbers are stale.
+    report = report if report is not None and row["up"] else {}
 
     def number(key: str) -> Any:
         value = report.get(key)
@@ -71,7 +73,7 @@ def _appserver(row: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict
         "name": row["name"],
         "state": row["state"],
         "reason": row["reason"],
-        "route": report.get("route") if isinstance(report.get("route"), str) else None,
+        "route": route if isinstance(route, str) else None,
         "status": report.get("status") if isinstance(report.get("status"), str) else None,
         "sessions_in_memory": number("sessions_in_memory"),
         "requests_per_second": row["requests_per_second"],
@@ -96,7 +98,7 @@ def snapshot(upstreams: UpstreamSet, **top: Any) -> dict[str, Any]:
         "upstreams": rows,
         "cluster": {
             "appservers": [_appserver(row, cluster.reports.get(row["name"])) for row in rows],
-            "memcached": cluster.memcached(),
+            "memcached": cluster.memcached({row["name"] for row in rows if row["up"]}),
         },
         "events": [
             {"time": event.at, "kind": event.kind, "text": event.text}

@@ -86,7 +86,8 @@ def test_every_node_shows_who_sees_it_alive_and_who_backs_up_to_it() -> None:
     n1, n2 = nodes
     assert n1["address"] == "127.0.0.1:21211" and n2["address"] == "[::1]:21212"
     assert n1["seen_by"] == {"app1": True, "app2": True} and n1["alive"] is True
-    assert n1["backed_up_by"] == ["app2"]
+    # app2 backs up to n1; app1 too, as its n2 is dead and n1 its failover node.
+    assert n1["backed_up_by"] == ["app1", "app2"]
     assert n2["seen_by"] == {"app1": False, "app2": True} and n2["backed_up_by"] == []
     assert n1["backups_failed"] == 2  # one from each app server's view
 
@@ -105,3 +106,20 @@ def test_the_timeline_merges_upstream_state_changes_in_time_order() -> None:
         (3.0, "takeover", "app2 took over 5 sessions from app1"),
         (4.0, "upstream_up", "app1 back up"),
     ]
+
+
+def test_a_dead_app_servers_last_report_does_not_count() -> None:
+    view = ClusterView()
+    view.reported("app1", report(alive={"n1": True}), 1.0)  # then app1 died
+    view.reported("app2", report(alive={"n1": False}), 2.0)
+    (n1,) = view.memcached(up={"app2"})
+    assert (n1["alive"], n1["seen_by"]) == (False, {"app2": False})
+    (stale,) = view.memcached()
+    assert stale["alive"] is True
+
+
+def test_failover_nodes_are_backed_up_to_once_the_others_are_dead() -> None:
+    view = ClusterView()
+    view.reported("app2", report(alive={"n1": False, "n2": True}, failover="n2"), 1.0)
+    n1, n2 = view.memcached()
+    assert (n1["backed_up_by"], n2["backed_up_by"]) == ([], ["app2"])

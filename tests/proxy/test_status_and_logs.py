@@ -84,7 +84,8 @@ async def test_the_live_stream_pushes_the_cluster_as_the_app_servers_report_it()
     assert (server["name"], server["route"], server["sessions_in_memory"]) == ("app2", "app2", 7)
     assert server["sessions_taken_over"] == 37
     n1, n2 = document["cluster"]["memcached"]
-    assert (n1["id"], n1["alive"], n1["backed_up_by"]) == ("n1", True, [])  # app2's failover
+    # n2 is dead for app2, so it backs up to its failover node n1.
+    assert (n1["id"], n1["alive"], n1["backed_up_by"]) == ("n1", True, ["app2"])
     assert (n2["id"], n2["alive"], n2["seen_by"]) == ("n2", False, {"app2": False})
 
 
