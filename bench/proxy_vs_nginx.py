@@ -24,6 +24,8 @@ request is the steadier figure.
 
     .venv/bin/python bench/proxy_vs_nginx.py [--duration 5] [--connections 50] [--pin]
         [--header "Connection: keep-alive"]  (sent with every request, as browsers do)
+        [--status-page]  (once more for the small body, the proxy's live status page
+                          open: its event stream read by a client all along)
 
 Needs the nginx and wrk binaries (Debian packages nginx-light and wrk).
 Ratios only mean something within one run on one machine.
@@ -123,6 +125,11 @@ def main() -> int:
         action="append",
         default=[],
         help="request header wrk sends with every request (repeatable)",
+    )
+    parser.add_argument(
+        "--status-page",
+        action="store_true",
+        help="also run the small body with the proxy's status event stream being read",
     )
     parser.add_argument(
         "--pin",
@@ -237,11 +244,29 @@ def main() -> int:
                 ("https keep-alive, small body", https, "/small", args.connections, headers),
                 ("https new connections", https, "/small", args.connections, (*headers, CLOSE)),
             )
+            if args.status_page:
+                runs += (
+                    ("small body, status page open", http, "/small", args.connections, headers),
+                )
             ratios = {}
             for label, bases, path, connections, sent in runs:
                 print(f"== {label}: wrk -t1 -c{connections} -d{args.duration:g}s")
                 urls = {name: base + path for name, base in bases.items()}
-                ratios[label] = compare(urls, args, connections, load_cpus, sent, cpu_pid)
+                # A browser on the status page: one client reading the live updates.
+                viewer = (
+                    subprocess.Popen(
+                        ["curl", "-sN", f"{http['proxy']}/_proxy/status/events"],
+                        stdout=subprocess.DEVNULL,
+                    )
+                    if "status page" in label
+                    else None
+                )
+                try:
+                    ratios[label] = compare(urls, args, connections, load_cpus, sent, cpu_pid)
+                finally:
+                    if viewer is not None:
+                        viewer.terminate()
+                        viewer.wait()
             print(
                 f"https: keep-alive requests {ratios[runs[2][0]]:.2f}x nginx (target >= 0.7), "
                 f"new connections (handshakes) {ratios[runs[3][0]]:.2f}x nginx"
