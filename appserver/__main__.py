@@ -72,7 +72,11 @@ MEANINGS: dict[str, str] = {
     "backups within this, then exit",
     "max_session_attributes": "a request that would store more attributes gets 413, data kept",
     "max_attribute_name_length": "a longer dataName gets 413",
-    "access_log": "true: one line per request on stderr (nginx's combined format)",
+    "access_log": "one line per request on stderr: nginx's combined format, then the request "
+    "id (X-Request-ID) and the request time in seconds; the address is the client's as "
+    "trusted_proxies decide",
+    "log_format": '"text" (error lines `time logger LEVEL message`, access lines as above) or '
+    '"json": every line, access and error, one JSON object',
     "max_active_sessions": "sticky sessions held in memory (Tomcat's maxActiveSessions; -1: no "
     "cap); beyond it the least recently used one memcached holds leaves memory and loads back "
     "on its next request",
@@ -180,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SettingsError) as exc:
         print(f"appserver: bad setting: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTING
-    configure_logging()
+    configure_logging(settings.log_format)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(serve(settings))

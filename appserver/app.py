@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 import sessionstore
+from sessionstore.client_address import TrustedProxies
 
 from .health import health_handler
-from .metrics import AppServerCollector, metrics_handler
+from .metrics import (
+    AppServerCollector,
+    metrics_handler,
+    metrics_registry,
+    node_views,
+    package_version,
+)
 from .pages import DemoPage
 from .settings import AppServerSettings
 from .static import asset_url, load_assets, static_handler
@@ -20,7 +26,7 @@ REQUESTS_KEY = web.AppKey("appserver_requests", RequestTracker)
 
 
 def create_app(settings: AppServerSettings) -> web.Application:
-    requests = RequestTracker()
+    requests = RequestTracker(trusted=TrustedProxies(settings.session.trusted_networks))
     # The request tracker goes first so it also sees the answers of sessionstore's middleware.
     app = web.Application(
         client_max_size=settings.client_max_body_size,
@@ -39,12 +45,12 @@ def create_app(settings: AppServerSettings) -> web.Application:
             logo_url=asset_url(assets, "logo.png"),
         ),
     )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(
+    registry = metrics_registry(
         AppServerCollector(
+            version=package_version(),
             requests=requests,
-            stats=manager.stats.snapshot,
-            nodes=lambda: [(node.id, node.alive) for node in manager.node_status()],
+            stats=manager.stats,
+            nodes=lambda: node_views(manager),
             sessions_in_memory=lambda: manager.local_session_count,
         )
     )

@@ -41,6 +41,12 @@ def _when(epoch: float) -> str:
     return _second(int(epoch))
 
 
+@lru_cache(maxsize=256)
+def _escaped(text: str) -> str:
+    """escape() of the texts that repeat on every request (the address, the form URLs)."""
+    return escape(text)
+
+
 @lru_cache(maxsize=4096)
 def _second(epoch: int) -> str:
     """Formatted once per distinct second: creation times repeat on every request."""
@@ -73,10 +79,11 @@ class DemoPage:
         data = f'<ul class="data">\n{rows}</ul>' if rows else '<p class="empty">No data yet.</p>'
         notice = f'<p class="notice">{escape(view.notice)}</p>\n' if view.notice else ""
         state = "new" if view.new else "existing"
+        action_url = _escaped(view.action_url)
         return (
             f"{self._head}{notice}"
             "<section><h2>Server Info:</h2>\n<dl>"
-            f"<dt>Address</dt><dd>{escape(view.address)}</dd>"
+            f"<dt>Address</dt><dd>{_escaped(view.address)}</dd>"
             f"<dt>Route</dt><dd>{self._route_html}</dd></dl></section>\n"
             "<section><h2>Session</h2>\n<dl>"
             f'<dt>ID</dt><dd><code id="session-id">{escape(view.session_id)}</code>'
@@ -86,26 +93,24 @@ class DemoPage:
             f"<dt>Expires after</dt><dd>{view.max_inactive_interval:g} s idle</dd></dl></section>\n"
             f"{self._sign_in(view)}"
             f"<section><h2>Session Data:</h2>\n{data}</section>\n"
-            f'<form class="add" method="POST" action="{escape(view.action_url)}">\n'
+            f'<form class="add" method="POST" action="{action_url}">\n'
             '<label>Name <input type="text" size="20" name="dataName" required></label>\n'
             '<label>Value <input type="text" size="20" name="dataValue"></label>\n'
             '<button type="submit">Add to session</button>\n</form>\n'
-            f'<form class="logout" method="POST" action="{escape(view.logout_url)}">'
+            f'<form class="logout" method="POST" action="{_escaped(view.logout_url)}">'
             '<button type="submit">End session</button></form>\n'
-            f'<footer><a href="{escape(view.action_url)}">Reload</a> · '
+            f'<footer><a href="{action_url}">Reload</a> · '
             '<a href="/health">health</a> · <a href="/metrics">metrics</a></footer>\n'
             "</main>\n</body>\n</html>\n"
         )
 
     def _sign_in(self, view: SessionView) -> str:
         """Who is signed in, and the sign-in form (signing in gives the session a new id)."""
-        who = (
-            f'<p class="user">Signed in as <strong id="user">{escape(view.user)}</strong></p>\n'
-            if view.user is not None
-            else '<p class="user">Not signed in.</p>\n'
-        )
+        if view.user is None:
+            return _anonymous_sign_in(view.login_url)
         return (
-            f"<section><h2>User</h2>\n{who}"
+            "<section><h2>User</h2>\n"
+            f'<p class="user">Signed in as <strong id="user">{escape(view.user)}</strong></p>\n'
             f'<form class="login" method="POST" action="{escape(view.login_url)}">\n'
             '<label>User name <input type="text" size="20" name="username" required></label>\n'
             '<button type="submit">Sign in</button>\n</form></section>\n'
@@ -124,3 +129,14 @@ class DemoPage:
             },
             ensure_ascii=False,
         )
+
+
+@lru_cache(maxsize=256)
+def _anonymous_sign_in(login_url: str) -> str:
+    """The sign-in section for nobody signed in: the same for every request of one URL."""
+    return (
+        '<section><h2>User</h2>\n<p class="user">Not signed in.</p>\n'
+        f'<form class="login" method="POST" action="{escape(login_url)}">\n'
+        '<label>User name <input type="text" size="20" name="username" required></label>\n'
+        '<button type="submit">Sign in</button>\n</form></section>\n'
+    )

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from aiohttp import web
 
+from sessionstore.client_address import TrustedProxies
+
 from .app import REQUESTS_KEY, create_app
+from .logs import ACCESS_LOGGER, access_logger_class
 from .settings import AppServerSettings
 from .traffic import RequestTracker
 
@@ -36,7 +40,12 @@ async def serve(settings: AppServerSettings) -> None:
     requests = app[REQUESTS_KEY]
     runner = web.AppRunner(
         app,
-        access_log=logging.getLogger("appserver.access") if settings.access_log else None,
+        access_log=logging.getLogger(ACCESS_LOGGER) if settings.access_log else None,
+        access_log_class=access_logger_class(
+            trusted=TrustedProxies(settings.session.trusted_networks),
+            log_format=settings.log_format,
+            stream=sys.stderr,
+        ),
         handle_signals=False,
         shutdown_timeout=0.1,  # by then our own drain has let the requests in flight finish
     )

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sessionstore import SessionStoreSettings
 
@@ -27,6 +28,10 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
+# "text": error lines as `time logger LEVEL message`, access lines in nginx's combined format
+# (plus request id and time); "json": every line one JSON object.
+LogFormat = Literal["text", "json"]
+
 
 @dataclass(frozen=True, slots=True)
 class AppServerSettings:
@@ -39,7 +44,9 @@ class AppServerSettings:
     shutdown_timeout: float = 10.0
     max_session_attributes: int = 1000
     max_attribute_name_length: int = 1024
-    access_log: bool = False
+    # On, as nginx's access_log and Tomcat's AccessLogValve are out of the box.
+    access_log: bool = True
+    log_format: LogFormat = "text"
 
     @property
     def jvm_route(self) -> str:
@@ -67,7 +74,8 @@ class AppServerSettings:
             shutdown_timeout=_seconds(values, "shutdown_timeout", 10.0),
             max_session_attributes=_count(values, "max_session_attributes", 1000),
             max_attribute_name_length=_count(values, "max_attribute_name_length", 1024),
-            access_log=_flag(values, "access_log", False),
+            access_log=_flag(values, "access_log", True),
+            log_format=_log_format(values),
         )
 
     @classmethod
@@ -161,3 +169,13 @@ def _flag(values: Mapping[str, object], key: str, default: bool) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ConfigError(key, value, "is not a boolean (true/false)")
+
+
+def _log_format(values: Mapping[str, object]) -> LogFormat:
+    value = values.get("log_format", "text")
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "text":
+        return "text"
+    if text == "json":
+        return "json"
+    raise ConfigError("log_format", value, 'is not "text" or "json"')

@@ -230,7 +230,7 @@ def main() -> int:
 
         common = {"duration": args.duration, "connections": args.connections}
         get = wrk("GET /test (existing session)", page_url, app_pid, cookie=cookie, **common)
-        backups = "sessionstore_backups_written_total"
+        backups = "sessionha_sessionstore_backups_written_total"
         written_before = [0.0]  # read after the warm-up, whose POSTs are not counted
 
         def count_backups() -> None:

@@ -5,6 +5,7 @@ backed up to memcached nodes after each request; see ARCHITECTURE.md for the id 
 the failure model.
 """
 
+from .assembly import build_manager
 from .errors import (
     SessionRateLimitError,
     SessionStoreError,
@@ -30,6 +31,7 @@ __all__ = (
     "SettingsError",
     "TooManySessionsError",
     "UnstorableValueError",
+    "build_manager",
     "encode_url",
     "get_session",
     "new_session",

@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp_session
 from aiohttp import hdrs, web
 
+from .assembly import build_manager
 from .client_address import IPAddress, client_address
 from .cookies import SessionCookies
 from .errors import (
@@ -195,7 +196,7 @@ class MemcachedHAStorage(aiohttp_session.AbstractStorage):
             samesite=settings.session_cookie_same_site,
         )
         self.settings = settings
-        self.manager = manager if manager is not None else SessionManager(settings=settings)
+        self.manager = manager if manager is not None else build_manager(settings)
         self._cookies = SessionCookies(settings)
         self._started: asyncio.Future[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()

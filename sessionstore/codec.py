@@ -16,7 +16,7 @@ from typing import Protocol, TypeAlias
 
 import msgpack  # type: ignore[import-untyped]
 
-from .errors import UnstorableValueError
+from .errors import CorruptRecordError, UnstorableValueError
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 Attributes: TypeAlias = "dict[str, JsonValue]"
@@ -25,10 +25,6 @@ MAX_NESTING = 64
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _MAGIC = b"SH1"
-
-
-class CorruptRecordError(ValueError):
-    """Stored bytes that are not a session record (foreign data, truncated, other format)."""
 
 
 class Transcoder(Protocol):
@@ -150,10 +146,10 @@ def decode_record(data: bytes) -> Record:
     if name not in TRANSCODERS:
         raise CorruptRecordError(f"unknown transcoder {name!r}")
     try:
-        created, written, interval = (float(part) for part in parts[2:])
+        created, written, interval = float(parts[2]), float(parts[3]), float(parts[4])
     except ValueError:
         raise CorruptRecordError("bad record header") from None
-    if not all(math.isfinite(x) for x in (created, written, interval)):
+    if not (math.isfinite(created) and math.isfinite(written) and math.isfinite(interval)):
         raise CorruptRecordError("bad record header")
     return Record(name, created, written, interval, body)
 

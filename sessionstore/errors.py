@@ -17,6 +17,15 @@ class SettingsError(SessionStoreError, ValueError):
         super().__init__(f"{key}: {value!r} {reason}")
 
 
+class NodeListError(SessionStoreError, ValueError):
+    """The node list or failover list is malformed; the message says how (settings.py
+    turns it into a SettingsError naming the key)."""
+
+
+class CorruptRecordError(SessionStoreError, ValueError):
+    """Stored bytes that are not a session record (foreign data, truncated, other format)."""
+
+
 class UnstorableValueError(SessionStoreError, TypeError):
     """A session attribute the transcoder cannot store, refused when it is set."""
 

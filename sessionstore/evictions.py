@@ -7,6 +7,9 @@ growth is counted (`memcached_evictions`), the node shows `"evicting": true` in 
 EVICTING_WINDOW seconds, and `on_growth(node)` runs: the manager re-checks the sessions it
 holds that are backed up there and writes again those memcached lost.
 
+The same poll keeps what the node holds (`curr_items`, `bytes`, `limit_maxbytes`), which
+/health and /metrics show per node: how full a node is tells before it evicts.
+
 `EvictionCounts` is the pure part (the numbers and what a new reading means);
 `recheck_sessions` is what the manager runs on growth.
 """
@@ -20,9 +23,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .backup import NodeStore
 from .backup_queue import BackupQueue, Refresh
 from .errors import MemcachedError
+from .node_store import NodeStore
 from .session import Session
 from .stats import Stats
 
@@ -34,10 +37,39 @@ EVICTING_WINDOW = 300.0  # seconds a node counts as "evicting" after its count l
 @dataclass(frozen=True, slots=True)
 class NodeEvictions:
     """What /health says about one node: its `evictions` count when last read (None: never
-    read) and whether it grew in the last EVICTING_WINDOW seconds."""
+    read), whether it grew in the last EVICTING_WINDOW seconds, and from the same reading
+    the items it holds, their bytes and its memory limit (None: never read, or the node's
+    `stats` lack them)."""
 
     evictions: int | None
     evicting: bool
+    items: int | None = None
+    bytes: int | None = None
+    limit_maxbytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMemory:
+    """`curr_items`, `bytes` and `limit_maxbytes` of one `stats` reading."""
+
+    items: int | None
+    bytes: int | None
+    limit_maxbytes: int | None
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, str]) -> NodeMemory:
+        return cls(_stat(stats, "curr_items"), _stat(stats, "bytes"),
+                   _stat(stats, "limit_maxbytes"))
+
+
+def _stat(stats: Mapping[str, str], name: str) -> int | None:
+    """One counter of a `stats` reply; None when absent or not a whole number (a server that
+    speaks the protocol but keeps other counters, like a proxy in front of memcached)."""
+    value = stats.get(name, "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+_UNREAD = NodeMemory(None, None, None)
 
 
 class EvictionCounts:
@@ -46,6 +78,10 @@ class EvictionCounts:
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
         self._grew_at: dict[str, float] = {}
+        self._memory: dict[str, NodeMemory] = {}
+
+    def observe_memory(self, node: str, memory: NodeMemory) -> None:
+        self._memory[node] = memory
 
     def observe(self, node: str, evictions: int, now: float) -> int:
         """Record a reading; returns how much it grew since the previous one (the whole count
@@ -60,16 +96,19 @@ class EvictionCounts:
         return growth
 
     def nodes(self) -> set[str]:
-        return set(self._last)
+        return set(self._last) | set(self._memory)
 
     def forget(self, node: str) -> None:
         self._last.pop(node, None)
         self._grew_at.pop(node, None)
+        self._memory.pop(node, None)
 
     def status(self, node: str, now: float) -> NodeEvictions:
         grew_at = self._grew_at.get(node)
+        memory = self._memory.get(node, _UNREAD)
         return NodeEvictions(self._last.get(node),
-                             grew_at is not None and now - grew_at < EVICTING_WINDOW)
+                             grew_at is not None and now - grew_at < EVICTING_WINDOW,
+                             memory.items, memory.bytes, memory.limit_maxbytes)
 
     def evicting(self, now: float) -> int:
         """How many nodes are evicting now."""
@@ -127,6 +166,7 @@ class EvictionWatch:
         except MemcachedError as exc:
             log.debug("stats of %s failed: %s", node, exc)
             return
+        self.counts.observe_memory(node, NodeMemory.from_stats(stats))
         try:
             evictions = int(stats["evictions"])
         except (KeyError, ValueError):

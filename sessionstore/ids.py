@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 RANDOM_HEX_LENGTH = 32
@@ -58,6 +59,13 @@ def parse_session_id(text: str) -> SessionId | None:
     """The id, or None when `text` is not a well-formed session id (length checked first)."""
     if len(text) > MAX_SESSION_ID_LENGTH:
         return None
+    return _parse(text)
+
+
+# Non-sticky requests parse the same few ids over and over; a SessionId is immutable, and the
+# length check above bounds what the cache can hold (4096 short strings).
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> SessionId | None:
     match = _SESSION_ID_RE.fullmatch(text)
     if match is None:
         return None

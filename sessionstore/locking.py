@@ -18,9 +18,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backup import NodeStore
 from .errors import LockTimeoutError, MemcachedError
 from .ids import SessionId, storage_key
+from .node_store import NodeStore
 from .settings import LockingKind
 from .stats import Stats
 

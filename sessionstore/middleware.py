@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
+from .assembly import build_manager
 from .client_address import IPAddress, client_address
 from .cookies import SessionCookies
 from .errors import (
@@ -79,7 +80,7 @@ def setup(app: web.Application, settings: SessionStoreSettings, *,
     """Install the session middleware and lifecycle on `app`; returns the manager (built from
     `settings` unless a ready one is injected, e.g. with a test clock)."""
     if manager is None:
-        manager = SessionManager(settings=settings)
+        manager = build_manager(settings)
     app[MANAGER_KEY] = manager
     app.middlewares.append(session_middleware(manager))
 

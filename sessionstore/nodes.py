@@ -19,6 +19,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .errors import NodeListError
+
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9_]{1,16}")
 _HOST_RE = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -28,10 +30,6 @@ DNS_PREFIX = "dns:"
 # The node id of sessions created while no node is known (a discovered list still empty):
 # never a derived id (those are digits and "_", or "h" + hex), so it never names a real node.
 NO_NODE = "none"
-
-
-class NodeListError(ValueError):
-    """The node list or failover list is malformed; the message says how."""
 
 
 @dataclass(frozen=True, slots=True)

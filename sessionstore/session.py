@@ -23,7 +23,7 @@ Rekey = Callable[["Session", SessionId], None]
 class Session(MutableMapping[str, JsonValue]):
     __slots__ = (
         "_attributes", "_container_read", "_encoded", "_invalidated", "_touched",
-        "active_requests", "created", "last_accessed", "last_refresh", "loaded_id",
+        "active_requests", "copy_missing", "created", "last_accessed", "last_refresh", "loaded_id",
         "max_inactive_interval", "new", "on_rotate", "persisted", "sid", "stored_attributes",
         "stored_digest", "transcoder",
     )
@@ -48,6 +48,9 @@ class Session(MutableMapping[str, JsonValue]):
         self.stored_attributes = stored_attributes
         self.stored_digest = digest(stored_attributes) if stored_attributes is not None else None
         self.last_refresh = last_accessed  # last write or expiry refresh in memcached
+        # Loaded from a `bak:` copy because the primary one was missing (non-sticky): the
+        # end of the request writes it again, changed or not.
+        self.copy_missing = False
         self._touched = False
         self._container_read = False
         self._encoded: bytes | None = None
@@ -126,6 +129,7 @@ class Session(MutableMapping[str, JsonValue]):
         self.stored_digest = digest(encoded)
         self.loaded_id = self.sid
         self.persisted = True
+        self.copy_missing = False
         if encoded is self._encoded and self.active_requests == 0:
             self._touched = self._container_read = False
 

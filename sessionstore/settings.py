@@ -14,11 +14,10 @@ from functools import cached_property
 from typing import Literal, NoReturn, cast
 
 from .client_address import DEFAULT_TRUSTED_PROXIES, Network, parse_networks
-from .errors import SettingsError
+from .errors import NodeListError, SettingsError
 from .ids import ROUTE_PATTERN, url_parameter
 from .nodes import (
     DnsNodes,
-    NodeListError,
     NodeSpec,
     parse_dns_nodes,
     parse_failover_nodes,

@@ -48,8 +48,8 @@ async def test_every_2xx_of_concurrent_posts_to_a_large_session_is_in_memcached(
             metrics = await page.text()
         server.process.kill()  # before the proxy goes: the server's connections end with it
     # One write carried the changes of many requests: a handful of writes, not 600 in a row.
-    assert metric(metrics, "sessionstore_backups_written_total") <= CONCURRENT_POSTS / 10
-    assert metric(metrics, "sessionstore_backups_coalesced_total") >= CONCURRENT_POSTS / 2
+    assert metric(metrics, "sessionha_sessionstore_backups_written_total") <= CONCURRENT_POSTS / 10
+    assert metric(metrics, "sessionha_sessionstore_backups_coalesced_total") >= CONCURRENT_POSTS / 2
 
 
 async def concurrent_posts_to_one_session(

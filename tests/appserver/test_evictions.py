@@ -91,15 +91,15 @@ async def test_evicted_backups_are_reported_and_written_again_before_failover(
         deadline = time.monotonic() + 10
         while True:  # the owner's next polls: evictions seen, lost sessions written again
             metrics = await (await http.get(app1.url("/metrics"))).text()
-            if metric(metrics, "sessionstore_sessions_rewritten_total") >= SESSIONS:
+            if metric(metrics, "sessionha_sessionstore_sessions_rewritten_total") >= SESSIONS:
                 break
             assert time.monotonic() < deadline, metrics
             await asyncio.sleep(0.1)
 
         node = (await get_json(http, app1.url("/health")))["nodes"][1]
         assert node["id"] == "n2" and node["evicting"] is True and node["evictions"] > 0
-        assert metric(metrics, "sessionstore_memcached_evictions_total") > 0
-        assert metric(metrics, "sessionstore_nodes_evicting") == 1
+        assert metric(metrics, "sessionha_sessionstore_memcached_evictions_total") > 0
+        assert metric(metrics, "sessionha_sessionstore_nodes_evicting") == 1
         # One log line per change of the count, not per poll: once the owner has read the
         # latest count, more polls of it add nothing.
         evicted = await memcached_stat(n2, "evictions")

@@ -52,13 +52,13 @@ async def test_metrics_are_prometheus_text_with_request_counts(app_client: AppCl
     assert response.headers["Content-Type"].startswith("text/plain; version=")
     text = await response.text()
     for sample in (
-        'appserver_http_requests_total{method="GET",status="200"} 1.0',
-        'appserver_http_requests_total{method="POST",status="200"} 1.0',
-        'appserver_http_requests_total{method="GET",status="404"} 1.0',
-        "appserver_sessions_in_memory 1.0",
-        'sessionstore_node_up{node="n1"} 1.0',
-        "sessionstore_sessions_created_total 1.0",
-        "sessionstore_backups_written_total",
-        'sessionstore_backup_latency_seconds{quantile="0.99"}',
+        'sessionha_appserver_http_requests_total{method="GET",status="200"} 1.0',
+        'sessionha_appserver_http_requests_total{method="POST",status="200"} 1.0',
+        'sessionha_appserver_http_requests_total{method="GET",status="404"} 1.0',
+        "sessionha_appserver_sessions_in_memory 1.0",
+        'sessionha_sessionstore_node_up{node="n1"} 1.0',
+        "sessionha_sessionstore_sessions_created_total 1.0",
+        "sessionha_sessionstore_backups_written_total",
+        'sessionha_sessionstore_backup_latency_seconds_bucket{le="+Inf"} 1.0',
     ):
         assert sample in text, sample

@@ -81,7 +81,8 @@ def test_environment_variables_are_the_upper_case_keys() -> None:
     assert settings.session.max_inactive_interval == 600.0
     assert settings.client_max_body_size == 2 * 1024 * 1024
     assert settings.shutdown_timeout == 3.0
-    assert settings.access_log is False
+    assert settings.access_log is True  # nginx's and Tomcat's default
+    assert settings.log_format == "text"
 
 
 def test_ipv6_listen_address() -> None:
@@ -102,6 +103,7 @@ def test_ipv6_listen_address() -> None:
         ({"shutdown_timeout": "0"}, "shutdown_timeout: '0' is not a positive number of seconds"),
         ({"max_session_attributes": -1}, "max_session_attributes: -1 is not a positive integer"),
         ({"access_log": "maybe"}, "access_log: 'maybe' is not a boolean"),
+        ({"log_format": "xml"}, "log_format: 'xml' is not \"text\" or \"json\""),
         ({"memcached_nodez": "n1:h:1"}, "memcached_nodez: is not a setting the app server knows"),
     ],
 )

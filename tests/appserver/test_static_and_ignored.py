@@ -53,15 +53,16 @@ async def test_ignored_uris_never_load_or_back_up_a_session(
         assert response.status == 200
         assert "Set-Cookie" not in response.headers
     assert await command_counts(memcached) == before  # memcached saw nothing
-    assert (await stats(client))["sessionstore_sessions_created_total"] == 1
+    assert (await stats(client))["sessionha_sessionstore_sessions_created_total"] == 1
 
 
 async def test_ignored_uris_are_counted_in_the_statistics(app_client: AppClient) -> None:
     client = await app_client()
-    before = (await stats(client))["sessionstore_requests_ignored_total"]
+    ignored = "sessionha_sessionstore_requests_ignored_total"
+    before = (await stats(client))[ignored]
     for path in IGNORED:
         assert (await client.get(path)).status == 200
-    assert (await stats(client))["sessionstore_requests_ignored_total"] == before + len(IGNORED)
+    assert (await stats(client))[ignored] == before + len(IGNORED)
 
 
 async def stats(client: Client) -> dict[str, float]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 import sessionstore
-from sessionstore import SessionManager, SessionStoreSettings, encode_url, get_session
+from sessionstore import SessionStoreSettings, build_manager, encode_url, get_session
 from sessionstore.resolver import Resolver
 
 
@@ -108,7 +108,7 @@ def make_app(settings: SessionStoreSettings,
     app = web.Application()
     manager = None
     if clock is not None or resolver is not None:
-        manager = SessionManager(settings=settings, clock=clock or time.time, resolver=resolver)
+        manager = build_manager(settings=settings, clock=clock or time.time, resolver=resolver)
     sessionstore.setup(app, settings, manager=manager)
     app.router.add_get("/show", show)
     app.router.add_get("/put", put)

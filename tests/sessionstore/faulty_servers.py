@@ -161,3 +161,20 @@ async def wait_until_forwarded(proxy: DelayingProxy, count: int, within: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"proxy forwarded {proxy.replies_forwarded} of {count} replies")
         await asyncio.sleep(0.01)
+
+
+class WrongReplyServer(_ThreadedServer):
+    """Answers every command line with `reply` (a reply that does not fit the command: for
+    another key, say), as a desynchronised connection would."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        while (data := self._recv(conn)):
+            buffer += data
+            while b"\r\n" in buffer:
+                _, buffer = buffer.split(b"\r\n", 1)
+                conn.sendall(self.reply)

@@ -10,7 +10,7 @@ import aiohttp_session
 import pytest
 from aiohttp import web
 
-from sessionstore import SessionManager, SessionStoreSettings
+from sessionstore import SessionStoreSettings, build_manager
 from sessionstore.aiohttp_session import MemcachedHAStorage
 from sessionstore.ids import parse_session_id
 from tests.support.memcached import MemcachedProcess
@@ -68,7 +68,7 @@ async def fail(request: web.Request) -> web.Response:
 
 async def storage_client(aiohttp_client: ClientFactory, settings: SessionStoreSettings,
                          clock: Clock | None = None) -> Client:
-    manager = SessionManager(settings=settings, clock=clock) if clock is not None else None
+    manager = build_manager(settings=settings, clock=clock) if clock is not None else None
     storage = MemcachedHAStorage(settings, manager=manager)
     app = web.Application()
     aiohttp_session.setup(app, storage)

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from sessionstore import Session, SessionManager
+from sessionstore import Session, SessionManager, build_manager
 from sessionstore.backup_queue import Delete, Refresh, Write, joined
 from sessionstore.codec import transcoder_named
 from sessionstore.errors import SessionRateLimitError
@@ -94,7 +94,7 @@ async def test_a_session_without_data_never_reaches_memcached(
 
 async def test_a_session_whose_data_is_removed_is_written_empty(
         memcached: MemcachedProcess) -> None:
-    async with SessionManager(settings=settings_for(memcached.address)) as manager:
+    async with build_manager(settings=settings_for(memcached.address)) as manager:
         session, _ = await manager.open(None)
         session.active_requests += 1
         session["name"] = "value"
@@ -123,7 +123,7 @@ async def test_first_writes_of_new_sessions_follow_the_token_bucket(
     clock = Clock()
     settings = settings_for(memcached.address, session_create_rate=1,
                             session_create_burst=2)
-    async with SessionManager(settings=settings, clock=clock) as manager:
+    async with build_manager(settings=settings, clock=clock) as manager:
         kept = [await first_write(manager, "192.0.2.1", n=str(n)) for n in range(2)]
         with pytest.raises(SessionRateLimitError) as caught:
             await first_write(manager, "192.0.2.1", n="2")
@@ -272,7 +272,7 @@ async def flood(server: MemcachedProcess, size: int, evictions: int) -> None:
 async def test_evictions_are_reported_once_and_lost_sessions_written_again(
         memcached_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
     small = memcached_factory(memory_mb=8)
-    async with SessionManager(settings=settings_for(small.address)) as manager:
+    async with build_manager(settings=settings_for(small.address)) as manager:
         await manager.evictions.poll()  # the baseline: nothing evicted yet
         ids = []
         for number in range(10):

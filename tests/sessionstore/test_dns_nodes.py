@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from sessionstore import MANAGER_KEY, SessionManager
+from sessionstore import MANAGER_KEY, SessionManager, build_manager
 from sessionstore.codec import Attributes
 from sessionstore.discovery import NodeChange
 from sessionstore.nodes import NO_NODE, NodeSpec, NodeStatus
@@ -269,7 +269,7 @@ async def test_the_background_loop_re_resolves_every_resolver_valid_seconds(
     start_servers(memcached_factory, 2, port)
     answer = DnsAnswer(["127.0.0.1"])
     settings = settings_for(memcached_nodes=f"dns:tasks.memcached:{port}", resolver_valid=0.05)
-    async with SessionManager(settings=settings, resolver=answer) as manager:
+    async with build_manager(settings=settings, resolver=answer) as manager:
         assert ids_of(manager) == ["127_0_0_1"]
         answer.addresses = ["127.0.0.2"]
         for _ in range(200):  # at most 2 s; rounds come every 0.05 s
@@ -285,11 +285,11 @@ async def test_the_background_loop_re_resolves_every_resolver_valid_seconds(
 
 async def test_a_static_list_has_no_discovery_at_all(memcached: MemcachedProcess) -> None:
     settings = settings_for(memcached.address)
-    async with SessionManager(settings=settings) as manager:
+    async with build_manager(settings=settings) as manager:
         assert manager.discovery is None and not manager.tracker.discovered
         assert manager.stats.snapshot()["nodes_discovered"] == 0
     with pytest.raises(ValueError, match="resolver= needs memcached_nodes"):
-        SessionManager(settings=settings, resolver=DnsAnswer())
+        build_manager(settings=settings, resolver=DnsAnswer())
 
 
 async def test_every_app_server_derives_the_same_node_ids(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sessionstore import SessionManager
+from sessionstore import build_manager
 from tests.support.memcached import MemcachedProcess
 
 from .apps import Clock, make_app, settings_for
@@ -429,7 +429,7 @@ async def test_streamed_response_is_backed_up_without_a_cookie(
 
 async def test_concurrent_requests_never_hide_an_in_place_change(
         memcached: MemcachedProcess) -> None:
-    async with SessionManager(settings=settings_for(memcached.address)) as manager:
+    async with build_manager(settings=settings_for(memcached.address)) as manager:
         session, _ = await manager.open(None)
         session.active_requests += 1
         session["items"] = []
