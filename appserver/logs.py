@@ -149,7 +149,7 @@ class AccessLog(AbstractAccessLogger):
         # A request aiohttp could not parse comes as a stand-in whose headers are a dict.
         getall = getattr(headers, "getall", None)
         forwarded = tuple(getall("X-Forwarded-For", ())) if getall is not None else ()
-        return _client_text(self.trusted, request.remote, headers.get("X-Real-IP"), forwarded)
+        return client_text(self.trusted, request.remote, headers.get("X-Real-IP"), forwarded)
 
     def text_line(self, request: BaseRequest, response: StreamResponse, seconds: float) -> str:
         headers = request.headers
@@ -189,8 +189,8 @@ class AccessLog(AbstractAccessLogger):
 
 
 @lru_cache(maxsize=4096)
-def _client_text(trusted: TrustedProxies, peer: str | None, real_ip: str | None,
-                 forwarded: tuple[str, ...]) -> str | None:
+def client_text(trusted: TrustedProxies, peer: str | None, real_ip: str | None,
+                forwarded: tuple[str, ...]) -> str | None:
     """client_address as text, remembered: parsing the addresses (ipaddress) was half the
     cost of an access line, and the same few clients and proxies come back all the time."""
     address = client_address(peer, real_ip, forwarded, trusted)

@@ -30,6 +30,7 @@ class SessionView(NamedTuple):
     notice: str = ""
     login_url: str = "/login"
     user: str | None = None  # the session's `user` attribute, set by signing in
+    client: str = ""  # the client's address, as trusted_proxies decide (the HTML page only)
 
 
 def _text(value: object) -> str:
@@ -84,6 +85,7 @@ class DemoPage:
             f"{self._head}{notice}"
             "<section><h2>Server Info:</h2>\n<dl>"
             f"<dt>Address</dt><dd>{_escaped(view.address)}</dd>"
+            f"<dt>Client</dt><dd>{_escaped(view.client)}</dd>"
             f"<dt>Route</dt><dd>{self._route_html}</dd></dl></section>\n"
             "<section><h2>Session</h2>\n<dl>"
             f'<dt>ID</dt><dd><code id="session-id">{escape(view.session_id)}</code>'

@@ -21,6 +21,7 @@ from aiohttp.multipart import (
 )
 
 from sessionstore import Session, encode_url, get_session, url_parameter
+from sessionstore.client_address import TrustedProxies
 
 from .errors import (
     BadFormError,
@@ -42,6 +43,7 @@ from .forms import (
     text_charset,
     username_entry,
 )
+from .logs import client_text
 from .pages import DemoPage, SessionView
 from .settings import AppServerSettings
 
@@ -245,6 +247,7 @@ class SessionPages:
         self._page = page
         self._fallback_address = settings.listen
         self._fixed_address = fixed_local_address(settings.listen_host, settings.listen_port)
+        self._trusted = TrustedProxies(settings.session.trusted_networks)
 
     async def test(self, request: web.Request) -> web.Response:
         settings = self._settings
@@ -313,4 +316,15 @@ class SessionPages:
             "/logout" + suffix,
             login_url="/login" + suffix,
             user=user if isinstance(user, str) else None,
+            client=self._client(request),
         )
+
+    def _client(self, request: web.Request) -> str:
+        """Who asked: the peer, or the client a trusted proxy names (X-Real-IP, else the
+        last X-Forwarded-For), as the access log says."""
+        headers = request.headers
+        forwarded = tuple(headers.getall("X-Forwarded-For", ()))
+        address = client_text(
+            self._trusted, request.remote, headers.get("X-Real-IP"), forwarded
+        )
+        return address or "unknown"

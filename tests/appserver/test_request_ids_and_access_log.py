@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.server import ProxyServer
+from proxy.settings import settings_from_mapping
 from tests.support.memcached import MemcachedProcess
 
 from .apps import AppClient
@@ -146,3 +148,29 @@ def test_the_access_log_can_be_turned_off(
     finally:
         stop_process(server.process)
     assert "silent-1" not in server.log_text() and "listening" in server.log_text()
+
+
+async def test_one_request_has_one_id_in_the_proxys_and_the_app_servers_access_logs(
+    text_log: AppServerProcess, tmp_path: Path
+) -> None:
+    proxy_log = tmp_path / "proxy-access.log"
+    since = text_log.log_size()
+    proxy_settings = settings_from_mapping(
+        {
+            "listen": "127.0.0.1:0",
+            "upstreams": f"app1=127.0.0.1:{text_log.port}",
+            "health_interval": 0,
+            "access_log": str(proxy_log),
+        }
+    )
+    async with ProxyServer(proxy_settings) as proxy:
+        response = await exchange(proxy.port, request("/test?both=1", "both-logs"))
+    assert response.status == 200
+    returned = re.search(rb"\r\nX-Request-ID: ([^\r\n]+)", response.head)
+    assert returned is not None and response.head.count(b"X-Request-ID") == 1
+    request_id = returned[1].decode()
+    (proxy_line,) = proxy_log.read_text().splitlines()
+    app_line = text_log.log_until('"both-logs"', since=since).splitlines()[-1]
+    # Both lines are nginx's combined format with the id right after the user agent.
+    assert proxy_line.split('"both-logs" ')[1].split()[0] == request_id
+    assert app_line.split('"both-logs" ')[1].split()[0] == request_id
