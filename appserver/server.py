@@ -13,6 +13,7 @@ import sys
 
 from aiohttp import web
 
+from netnames import address_text
 from sessionstore.client_address import TrustedProxies
 
 from .app import REQUESTS_KEY, create_app
@@ -106,5 +107,5 @@ def bound_addresses(runner: web.AppRunner) -> list[str]:
     addresses = []
     for address in runner.addresses:
         host, port = address[0], address[1]
-        addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        addresses.append(address_text(host, port))
     return addresses

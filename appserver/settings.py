@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from netnames import address_text
 from sessionstore import SessionStoreSettings
 
 from .errors import ConfigError
@@ -54,8 +55,7 @@ class AppServerSettings:
 
     @property
     def listen(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"{host}:{self.listen_port}"
+        return address_text(self.listen_host, self.listen_port)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> AppServerSettings:

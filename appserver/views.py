@@ -20,6 +20,7 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
+from netnames import address_text
 from sessionstore import Session, encode_url, get_session, url_parameter
 from sessionstore.client_address import TrustedProxies
 
@@ -98,9 +99,8 @@ def fixed_local_address(host: str, port: int) -> str | None:
     return _address(host, port)
 
 
-@lru_cache(maxsize=64)
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+# Per request when the server listens on a wildcard address: remembered.
+_address = lru_cache(maxsize=64)(address_text)
 
 
 async def read_form(request: web.Request, limit: int) -> Fields:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from netnames import address_text
+
 from .errors import TopologyError
 
 Role = Literal["memcached", "appserver", "proxy"]
@@ -53,7 +55,7 @@ class Address:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return address_text(self.host, self.port)
 
     @property
     def connect_host(self) -> str:

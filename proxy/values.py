@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from netnames import address_text
 from proxy.errors import SettingsError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,7 +66,7 @@ class UpstreamSpec:
     @property
     def address(self) -> str:
         """`host:port`, an IPv6 address in brackets (as a Host header wants it)."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return address_text(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ class Listener:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return address_text(self.host, self.port)
 
     def __str__(self) -> str:
         return f"{self.address} ssl" if self.ssl else self.address
