@@ -30,7 +30,6 @@ class SessionView(NamedTuple):
     notice: str = ""
     login_url: str = "/login"
     user: str | None = None  # the session's `user` attribute, set by signing in
-    client: str = ""  # the client's address, as trusted_proxies decide (the HTML page only)
 
 
 def _text(value: object) -> str:
@@ -73,7 +72,8 @@ class DemoPage:
         self._route_html = route_html
         self._route = route
 
-    def html(self, view: SessionView) -> str:
+    def html(self, view: SessionView, client: str = "") -> str:
+        """The page; `client` is the address Server Info names (as trusted_proxies decide)."""
         rows = "".join(
             f"<li>{escape(name)} = {escape(_text(value))}</li>\n" for name, value in view.attributes
         )
@@ -85,7 +85,7 @@ class DemoPage:
             f"{self._head}{notice}"
             "<section><h2>Server Info:</h2>\n<dl>"
             f"<dt>Address</dt><dd>{_escaped(view.address)}</dd>"
-            f"<dt>Client</dt><dd>{_escaped(view.client)}</dd>"
+            f"<dt>Client</dt><dd>{_escaped(client)}</dd>"
             f"<dt>Route</dt><dd>{self._route_html}</dd></dl></section>\n"
             "<section><h2>Session</h2>\n<dl>"
             f'<dt>ID</dt><dd><code id="session-id">{escape(view.session_id)}</code>'

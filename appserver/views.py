@@ -271,7 +271,8 @@ class SessionPages:
         view = self._view(request, session)
         if _JSON in request.headers.get("Accept", ""):
             return web.Response(text=self._page.json(view), content_type=_JSON)
-        return web.Response(text=self._page.html(view), content_type=_HTML)
+        html = self._page.html(view, self._client(request))
+        return web.Response(text=html, content_type=_HTML)
 
     async def login(self, request: web.Request) -> web.Response:
         """Sign in: the session gets a new id first (so an id known before, say one an
@@ -316,7 +317,6 @@ class SessionPages:
             "/logout" + suffix,
             login_url="/login" + suffix,
             user=user if isinstance(user, str) else None,
-            client=self._client(request),
         )
 
     def _client(self, request: web.Request) -> str:
