@@ -3,7 +3,8 @@
 A subscriber's connection gets the snapshot (status.json's document) at once and then
 once a second, as `data:` lines, until it closes. One timer serves every subscriber,
 and only while there are some; a subscriber that stops reading is dropped once its
-unread updates pass a limit, so a stalled page never costs the proxy memory.
+unread updates pass a limit, and at most MAX_SUBSCRIBERS are served at once (others get
+a 503), so stalled or hoarded pages never cost the proxy more than a bounded memory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ _HEAD = (
     b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 )
 INTERVAL = 1.0  # seconds between updates
-_UNREAD_LIMIT = 1024 * 1024  # bytes a subscriber may leave unread before it is dropped
+_UNREAD_LIMIT = 512 * 1024  # bytes a subscriber may leave unread before it is dropped
+MAX_SUBSCRIBERS = 64  # pages open at once; the stream is for people watching, not crawlers
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 5\r\nContent-Length: 52\r\nConnection: close\r\n\r\n"
+    b"503 Service Unavailable: too many status pages open\n"
+)
 
 
 class StatusStream:
@@ -34,6 +41,11 @@ class StatusStream:
         """Answer the request on `transport` with the stream (or only its head)."""
         if head_only:
             transport.write(_HEAD)
+            transport.close()
+            return
+        self.subscribers = {t for t in self.subscribers if not t.is_closing()}
+        if len(self.subscribers) >= MAX_SUBSCRIBERS:
+            transport.write(_BUSY)
             transport.close()
             return
         transport.write(_HEAD + self._event())

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.status_stream import MAX_SUBSCRIBERS
 from tests.proxy.support import RawUpstream, exchange, get, running_proxy, settings
 from tests.support.ports import free_port
 
@@ -211,3 +212,37 @@ async def test_a_proxy_process_with_log_format_json_logs_only_json_lines(tmp_pat
     assert [record["request_id"] for record in access] == [answer.request_id.decode()]
     assert any("proxy listening" in record["message"] for record in events)
     assert all({"time", "level", "logger", "message"} <= set(record) for record in events)
+
+
+async def test_the_stream_serves_a_bounded_number_of_pages_and_says_so_beyond() -> None:
+    app = await RawUpstream("ok").start()
+    opened: list[asyncio.StreamWriter] = []
+    try:
+        async with running_proxy(settings({"app1": app.port})) as proxy:
+            for _ in range(MAX_SUBSCRIBERS):
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+                opened.append(writer)
+                writer.write(get("/_proxy/status/events"))
+                await next_event_after_head(reader)
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(get("/_proxy/status/events"))
+            refused = await asyncio.wait_for(reader.read(), 3)
+            writer.close()
+            # A page closed makes room for another.
+            opened.pop().close()
+            await asyncio.sleep(0.1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            opened.append(writer)
+            writer.write(get("/_proxy/status/events"))
+            await next_event_after_head(reader)
+            for writer in opened:
+                writer.close()
+    finally:
+        await app.stop()
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"too many status pages open" in refused
+
+
+async def next_event_after_head(reader: asyncio.StreamReader) -> dict[str, Any]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    return await next_event(reader)
