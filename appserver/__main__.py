@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import importlib.metadata
-import json
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sessionstore import SessionStoreSettings, SettingsError
+from settingsdoc import Reference, default_text, package_version, settings_epilog
+from settingsdoc import settings_reference as settings_reference_of
 
 from .errors import ConfigError
 from .logs import configure_logging
@@ -104,56 +102,12 @@ MEANINGS: dict[str, str] = {
 SHOWN_DEFAULTS = {"listen": "(required)", "session_cookie_domain": "(none)"}
 
 
-def toml_literal(value: object) -> str:
-    """A default as the TOML file would write it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        # A TOML literal string keeps regular expressions readable (no doubled backslashes).
-        return f"'{value}'" if "\\" in value and "'" not in value else json.dumps(value)
-    return "(none)" if value is None else str(value)
-
-
-def default_text(key: str) -> str | None:
-    """The default of `key` as TOML writes it, "(required)", or None when it is unknown."""
-    if key in SHOWN_DEFAULTS:
-        return SHOWN_DEFAULTS[key]
-    for cls in (AppServerSettings, SessionStoreSettings):
-        for field in dataclasses.fields(cls):
-            if field.name != key:
-                continue
-            if field.default is not dataclasses.MISSING:
-                return toml_literal(field.default)
-            if field.default_factory is not dataclasses.MISSING:
-                return toml_literal(field.default_factory())
-            return "(required)"
-    return None
-
-
-def settings_reference() -> list[tuple[str, str, str]]:
+def settings_reference() -> Reference:
     """(key, default, meaning) of every setting: MEANINGS' order, then keys it lacks."""
-    keys = known_keys()
-    ordered = [key for key in MEANINGS if key in keys] + sorted(keys - MEANINGS.keys())
-    return [(key, default_text(key) or "?", MEANINGS.get(key, "?")) for key in ordered]
-
-
-def settings_epilog() -> str:
-    lines = ["settings (TOML keys, or upper case in the environment; durations in seconds):"]
-    for key, default, meaning in settings_reference():
-        lines.append(f"  {key} {default}" if default.startswith("(") else f"  {key} = {default}")
-        lines += textwrap.wrap(meaning, 79, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    return "\n".join(lines)
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("sessionha")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    classes = (AppServerSettings, SessionStoreSettings)
+    return settings_reference_of(
+        MEANINGS, known_keys(), lambda key: default_text(key, classes, SHOWN_DEFAULTS)
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -162,7 +116,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run one app server (the Tomcat role) with memcached-backed sessions. "
         "Without --config every setting comes from upper-case environment variables "
         "(LISTEN, JVM_ROUTE, MEMCACHED_NODES, FAILOVER_NODES, STICKY, ...).",
-        epilog=settings_epilog(),
+        epilog=settings_epilog(settings_reference()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")

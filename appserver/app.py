@@ -6,6 +6,7 @@ from aiohttp import web
 
 import sessionstore
 from sessionstore.client_address import TrustedProxies
+from settingsdoc import package_version
 
 from .health import health_handler
 from .metrics import (
@@ -13,7 +14,6 @@ from .metrics import (
     metrics_handler,
     metrics_registry,
     node_views,
-    package_version,
 )
 from .pages import DemoPage
 from .settings import AppServerSettings

@@ -14,7 +14,6 @@ is scraped.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -226,14 +225,6 @@ def metrics_registry(collector: AppServerCollector) -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
-
-
-def package_version() -> str:
-    """sessionha's installed version, for sessionha_build_info."""
-    try:
-        return importlib.metadata.version("sessionha")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
+
+from settingsdoc import package_version
 
 from .control import request
 from .errors import ClusterError
@@ -27,13 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see: {self.prog} --help)\n")
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("sessionha")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def topology_epilog() -> str:

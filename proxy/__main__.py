@@ -13,13 +13,11 @@ import ctypes
 import ctypes.util
 import dataclasses
 import gc
-import importlib.metadata
 import json
 import logging
 import os
 import signal
 import sys
-import textwrap
 import tomllib
 
 from proxy.access_log import JsonFormatter
@@ -27,6 +25,8 @@ from proxy.errors import SettingsError, TlsError
 from proxy.server import ProxyServer
 from proxy.settings import KNOWN_KEYS, ProxySettings, settings_from_environ, settings_from_toml
 from proxy.tls import CertificateStore
+from settingsdoc import Reference, default_text, package_version, settings_epilog
+from settingsdoc import settings_reference as settings_reference_of
 
 # What each setting means, for `--help` and docs/reference.md. tests/docs checks that every
 # key the settings accept (KNOWN_KEYS) is here and nothing else: a new key gets a line here.
@@ -73,7 +73,6 @@ MEANINGS: dict[str, str] = {
     "X-Request-ID and the seconds until the upstream answered",
     "log_format": "text, or json: every log line (access and events) one JSON object",
 }
-_FIELDS = {field.name: field for field in dataclasses.fields(ProxySettings)}
 _DEFAULTS = ProxySettings()
 # Keys whose default is not the dataclass field of the same name.
 SHOWN_DEFAULTS = {
@@ -86,52 +85,11 @@ SHOWN_DEFAULTS = {
 }
 
 
-def toml_literal(value: object) -> str:
-    """A default as the TOML file would write it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    return "(none)" if value is None else str(value)
-
-
-def default_text(key: str) -> str | None:
-    """The default of `key` as TOML writes it, "(required)", or None when it is unknown."""
-    if key in SHOWN_DEFAULTS:
-        return SHOWN_DEFAULTS[key]
-    field = _FIELDS.get(key)
-    if field is None:
-        return None
-    if field.default is not dataclasses.MISSING:
-        return toml_literal(field.default)
-    if field.default_factory is not dataclasses.MISSING:
-        return toml_literal(field.default_factory())
-    return "(required)"
-
-
-def settings_reference() -> list[tuple[str, str, str]]:
+def settings_reference() -> Reference:
     """(key, default, meaning) of every setting: MEANINGS' order, then keys it lacks."""
-    ordered = [key for key in MEANINGS if key in KNOWN_KEYS] + sorted(KNOWN_KEYS - MEANINGS.keys())
-    return [(key, default_text(key) or "?", MEANINGS.get(key, "?")) for key in ordered]
-
-
-def settings_epilog() -> str:
-    lines = ["settings (TOML keys, or upper case in the environment; durations in seconds):"]
-    for key, default, meaning in settings_reference():
-        lines.append(f"  {key} {default}" if default.startswith("(") else f"  {key} = {default}")
-        lines += textwrap.wrap(meaning, 79, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    return "\n".join(lines)
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("sessionha")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    return settings_reference_of(
+        MEANINGS, KNOWN_KEYS, lambda key: default_text(key, (ProxySettings,), SHOWN_DEFAULTS)
+    )
 
 
 def load_settings(argv: list[str] | None = None) -> ProxySettings:
@@ -139,7 +97,7 @@ def load_settings(argv: list[str] | None = None) -> ProxySettings:
         prog="python -m proxy",
         description="Run the proxy (the nginx role). Without --config every setting comes from "
         "upper-case environment variables (LISTEN, UPSTREAMS, POLICY, ...).",
-        epilog=settings_epilog(),
+        epilog=settings_epilog(settings_reference()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")

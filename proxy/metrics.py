@@ -8,7 +8,6 @@ and active (nginx's stub_status), plus `sessionha_build_info` and `process_*`.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -20,6 +19,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from settingsdoc import package_version
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,19 +34,12 @@ _UPSTREAM_COUNTERS = (
 )
 
 
-def version() -> str:
-    try:
-        return importlib.metadata.version("sessionha")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 class SnapshotCollector(Collector):
     """Every proxy metric, read from one status snapshot per scrape."""
 
     def __init__(self, current: Callable[[], Mapping[str, Any]]) -> None:
         self.current = current
-        self.version = version()
+        self.version = package_version()
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.current()
