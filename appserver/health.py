@@ -15,7 +15,6 @@ which), and the backups that failed, in all and per node.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -40,10 +39,9 @@ def health_body(
     manager: SessionManager, settings: AppServerSettings, address: str
 ) -> dict[str, Any]:
     stats = manager.stats
-    # getattr: counters another change adds to Stats; 0 and {} until it lands.
-    failed_by_node: Mapping[str, int] = getattr(stats, "backups_failed_by_node", {})
-    taken_over_from: Mapping[str, int] = getattr(stats, "taken_over_from", {})
-    relocations: Mapping[str, Mapping[str, int]] = getattr(stats, "relocations", {})
+    failed_by_node = stats.backups_failed_by_node
+    taken_over_from = stats.taken_over_from
+    relocations = stats.relocations
     nodes = manager.node_status()
     degraded = not any(node.alive for node in nodes)  # also: no node discovered yet
     return {
@@ -53,7 +51,7 @@ def health_body(
         "sticky": settings.session.sticky,
         "sessions_in_memory": manager.local_session_count,
         "max_active_sessions": settings.session.max_active_sessions,
-        "sessions_taken_over": getattr(stats, "sessions_taken_over", 0),
+        "sessions_taken_over": stats.sessions_taken_over,
         "taken_over_from": dict(taken_over_from),
         "sessions_relocated": stats.sessions_relocated,
         "relocations": {source: dict(targets) for source, targets in relocations.items()},

@@ -15,7 +15,7 @@ is scraped.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -66,8 +66,7 @@ class NodeView:
 
 
 def node_views(manager: SessionManager) -> list[NodeView]:
-    # getattr: the per-node count another change adds to Stats; 0 until it lands.
-    failed: Mapping[str, int] = getattr(manager.stats, "backups_failed_by_node", {})
+    failed = manager.stats.backups_failed_by_node
     return [NodeView(node.id, node.alive, manager.node_evictions(node.id), failed.get(node.id, 0))
             for node in manager.node_status()]
 
@@ -183,8 +182,7 @@ def stats_metrics(stats: Stats) -> Iterator[Metric]:
         window = getattr(stats, attribute)
         yield histogram(f"{PREFIX}sessionstore_{series}_seconds", documentation,
                         LATENCY_BUCKETS, window.bucket_counts, window.total)
-    # Dicts another change adds to Stats; absent before it lands.
-    taken_over: Mapping[str, int] = getattr(stats, "taken_over_from", {})
+    taken_over = stats.taken_over_from
     from_route = CounterMetricFamily(
         f"{PREFIX}sessionstore_sessions_taken_over_from",
         "Sessions of another app server taken over here, by the route they had",
@@ -193,7 +191,7 @@ def stats_metrics(stats: Stats) -> Iterator[Metric]:
     for route, count in sorted(taken_over.items()):
         from_route.add_metric([route], count)
     yield from_route
-    relocations: Mapping[str, Mapping[str, int]] = getattr(stats, "relocations", {})
+    relocations = stats.relocations
     moved = CounterMetricFamily(
         f"{PREFIX}sessionstore_session_relocations",
         "Sessions moved from one memcached node to another (the first one died)",

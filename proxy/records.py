@@ -170,7 +170,6 @@ class Shared:
         now: float,
     ) -> None:
         settings = self.settings = upstreams.settings
-        self.set = upstreams
         self.upstreams = upstreams.by_name
         self.balancer = upstreams.balancer
         self.clock = upstreams.clock
