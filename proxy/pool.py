@@ -21,10 +21,6 @@ class ConnectionPool:
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
-        settings = shared.settings
-        self.connect_timeout = settings.proxy_connect_timeout
-        self.keepalive = settings.keepalive
-        self.keepalive_timeout = settings.keepalive_timeout
         self.connections: set[UpstreamConnection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
 
@@ -52,7 +48,7 @@ class ConnectionPool:
         spec, shared = upstream.spec, self.shared
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(shared.settings.proxy_connect_timeout):
                 _, conn = await loop.create_connection(
                     lambda: UpstreamConnection(shared, upstream, self.connections),
                     spec.host,
@@ -71,9 +67,10 @@ class ConnectionPool:
         """Back to its upstream's idle list when it may carry another exchange."""
         conn = cast(UpstreamConnection, conn)  # the only kind there is
         idle = conn.idle
-        if reusable and not conn.closed and len(idle) < self.keepalive:
+        shared = self.shared
+        if reusable and not conn.closed and len(idle) < shared.keepalive:
             conn.detach()
-            conn.idle_deadline = self.shared.now + self.keepalive_timeout
+            conn.idle_deadline = shared.now + shared.keepalive_timeout
             idle.append(conn)
         else:
             conn.close()
