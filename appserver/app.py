@@ -16,6 +16,7 @@ from .metrics import (
     node_views,
 )
 from .pages import DemoPage
+from .routing import TrackedRoutes
 from .settings import AppServerSettings
 from .static import asset_url, load_assets, static_handler
 from .traffic import RequestTracker
@@ -26,13 +27,12 @@ REQUESTS_KEY = web.AppKey("appserver_requests", RequestTracker)
 
 
 def create_app(settings: AppServerSettings) -> web.Application:
-    requests = RequestTracker(trusted=TrustedProxies(settings.session.trusted_networks))
-    # The request tracker goes first so it also sees the answers of sessionstore's middleware.
-    app = web.Application(
-        client_max_size=settings.client_max_body_size,
-        middlewares=[requests.middleware],
-    )
-    manager = sessionstore.setup(app, settings.session)
+    app = web.Application(client_max_size=settings.client_max_body_size)
+    manager = sessionstore.setup(app, settings.session, middleware=False)
+    # No aiohttp middleware: every route's handler is wrapped by the request tracker, which
+    # runs sessionstore's middleware inside, so it also sees the answers that one makes.
+    requests = RequestTracker(trusted=TrustedProxies(settings.session.trusted_networks),
+                              inner=sessionstore.session_middleware(manager))
     app[SETTINGS_KEY] = settings
     app[REQUESTS_KEY] = requests
 
@@ -55,24 +55,25 @@ def create_app(settings: AppServerSettings) -> web.Application:
         )
     )
 
-    router = app.router
+    routes = TrackedRoutes(app.router, requests.wrap)
     id_parameter = session_parameter_route(settings.session.session_cookie_name)
     for path in ("/test", "/test.jsp"):
         # The plain path first: an exact match is the cheapest lookup for the common case.
         for route in (path, path + id_parameter):
-            router.add_get(route, pages.test)
-            router.add_post(route, pages.test)
-    router.add_post("/login", pages.login)
-    router.add_post("/login" + id_parameter, pages.login)
-    router.add_post("/logout", pages.logout)
-    router.add_post("/logout" + id_parameter, pages.logout)
-    router.add_get("/", _to_test_page)
+            routes.get(route, pages.test)
+            routes.post(route, pages.test)
+    routes.post("/login", pages.login)
+    routes.post("/login" + id_parameter, pages.login)
+    routes.post("/logout", pages.logout)
+    routes.post("/logout" + id_parameter, pages.logout)
+    routes.get("/", _to_test_page)
     serve_static = static_handler(assets)
-    router.add_get("/static/{name:[^/;]+}", serve_static)
-    router.add_get("/static/{name:[^/;]+}" + id_parameter, serve_static)
-    router.add_get(r"/{name:favicon\.ico}", static_handler({"favicon.ico": assets["logo.png"]}))
-    router.add_get("/health", health_handler(settings))
-    router.add_get("/metrics", metrics_handler(registry))
+    routes.get("/static/{name:[^/;]+}", serve_static)
+    routes.get("/static/{name:[^/;]+}" + id_parameter, serve_static)
+    routes.get(r"/{name:favicon\.ico}", static_handler({"favicon.ico": assets["logo.png"]}))
+    routes.get("/health", health_handler(settings))
+    routes.get("/metrics", metrics_handler(registry))
+    routes.add_no_route()
     return app
 
 

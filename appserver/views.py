@@ -251,17 +251,17 @@ class SessionPages:
 
     async def test(self, request: web.Request) -> web.Response:
         settings = self._settings
-        try:
-            raw_query = request.rel_url.raw_query_string
-            query = parse_urlencoded(raw_query, where="query string") if raw_query else ()
-            body = (
-                await read_form(request, settings.client_max_body_size)
-                if request.method == "POST"
-                else ()
-            )
-            entry = data_entry(query, body, max_name_length=settings.max_attribute_name_length)
-        except RequestError as exc:
-            return error_response(request, exc)
+        raw_query = request.rel_url.raw_query_string
+        post = request.method == "POST"
+        entry = None  # a GET without a query string (most of them) has nothing to parse
+        if raw_query or post:
+            try:
+                query = parse_urlencoded(raw_query, where="query string") if raw_query else ()
+                body = await read_form(request, settings.client_max_body_size) if post else ()
+                entry = data_entry(query, body,
+                                   max_name_length=settings.max_attribute_name_length)
+            except RequestError as exc:
+                return error_response(request, exc)
         session = await get_session(request)
         if entry is not None:
             try:

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/session_race_server.py VARIANT PORT [HOST:PORT,...]
 
-VARIANT is `bare` (sessions in a dict in this process), `aiohttp-session` (its
+VARIANT is `bare` (sessions in a dict in this process), `bare-page` (the same, rendering
+the app server's own /test page: the reference for `python -m appserver`), `aiohttp-session` (its
 MemcachedStorage on aiomcache, first memcached address), `adapter` (the same aiohttp-session
 handler on sessionstore's MemcachedHAStorage, sticky, node n1 on the first address), `sticky`
 (sessionstore, node n1 on the first address) or `non-sticky` (sessionstore, nodes n1 and n2
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterable, MutableMapping
 from html import escape
@@ -32,9 +34,11 @@ from aiohttp_session.memcached_storage import MemcachedStorage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sessionstore
+from appserver.pages import DemoPage, SessionView
+from appserver.static import asset_url, load_assets
 from sessionstore.aiohttp_session import MemcachedHAStorage
 
-VARIANTS = ("bare", "aiohttp-session", "adapter", "sticky", "non-sticky")
+VARIANTS = ("bare", "bare-page", "aiohttp-session", "adapter", "sticky", "non-sticky")
 COOKIE = "JSESSIONID"
 MAX_INACTIVE_INTERVAL = 1800
 # aiomcache's default pool is 2 connections; sessionstore's client keeps 4 per node.
@@ -88,6 +92,41 @@ def bare_app() -> web.Application:
         assert sid is not None
         await apply_form(request, attributes)
         response = page(sid, new, attributes.items())
+        if new:
+            response.set_cookie(COOKIE, sid, path="/", httponly=True)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/test", test)
+    return app
+
+
+def bare_page_app(port: int) -> web.Application:
+    """The bare handler with the app server's page: what `python -m appserver` renders for
+    /test (the same DemoPage, Server Info, session times, sign-in and forms), sessions in a
+    dict, so that the app server's layers are all that differs between the two."""
+    sessions: dict[str, tuple[float, dict[str, str]]] = {}
+    assets = load_assets()
+    demo = DemoPage(route="app1", css_url=asset_url(assets, "style.css"),
+                    logo_url=asset_url(assets, "logo.png"))
+    address = f"127.0.0.1:{port}"
+
+    async def test(request: web.Request) -> web.Response:
+        sid = request.cookies.get(COOKIE)
+        now = time.time()
+        held = sessions.get(sid) if sid is not None else None
+        new = held is None
+        if held is None:
+            sid = secrets.token_hex(16).upper()
+            held = sessions[sid] = (now, {})
+        assert sid is not None
+        created, attributes = held
+        await apply_form(request, attributes)
+        user = attributes.get("user")
+        view = SessionView(address, sid, new, created, now, MAX_INACTIVE_INTERVAL,
+                           attributes.items(), "/test", "/logout", user=user)
+        response = web.Response(text=demo.html(view, request.remote or "unknown"),
+                                content_type="text/html")
         if new:
             response.set_cookie(COOKIE, sid, path="/", httponly=True)
         return response
@@ -164,9 +203,11 @@ def sessionstore_app(nodes: list[tuple[str, int]], *, sticky: bool) -> web.Appli
     return app
 
 
-def build_app(variant: str, nodes: list[tuple[str, int]]) -> web.Application:
+def build_app(variant: str, port: int, nodes: list[tuple[str, int]]) -> web.Application:
     if variant == "bare":
         return bare_app()
+    if variant == "bare-page":
+        return bare_page_app(port)
     if variant == "aiohttp-session":
         return memcached_storage_app(*nodes[0])
     if variant == "adapter":
@@ -188,14 +229,14 @@ def main(argv: list[str]) -> int:
         return 2
     variant, port = argv[0], int(argv[1])
     nodes = parse_nodes(argv[2]) if len(argv) == 3 else []
-    needed = {"bare": 0, "aiohttp-session": 1, "adapter": 1, "sticky": 1, "non-sticky": 2}[variant]
+    needed = {"bare": 0, "bare-page": 0, "aiohttp-session": 1, "adapter": 1, "sticky": 1, "non-sticky": 2}[variant]
     if len(nodes) < needed:
         print(f"{variant} needs {needed} memcached address(es)", file=sys.stderr)
         return 2
     # A backup slower than session_backup_timeout under full load is logged; not a result.
     logging.getLogger("sessionstore").setLevel(logging.ERROR)
     web.run_app(
-        build_app(variant, nodes),
+        build_app(variant, port, nodes),
         host="127.0.0.1",
         port=port,
         access_log=None,

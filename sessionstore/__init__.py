@@ -16,7 +16,14 @@ from .errors import (
 )
 from .ids import url_parameter
 from .manager import SessionManager
-from .middleware import MANAGER_KEY, encode_url, get_session, new_session, setup
+from .middleware import (
+    MANAGER_KEY,
+    encode_url,
+    get_session,
+    new_session,
+    session_middleware,
+    setup,
+)
 from .session import Session
 from .settings import SessionStoreSettings
 
@@ -35,6 +42,7 @@ __all__ = (
     "encode_url",
     "get_session",
     "new_session",
+    "session_middleware",
     "setup",
     "url_parameter",
 )

@@ -119,19 +119,11 @@ class SessionManager:
                    path_qs: str = "/") -> tuple[Session, HeldLock | None]:
         """The session for a request that sent `requested_id` (cookie or URL), and the lock
         held for it (non-sticky with locking). Invalid or unknown ids get a fresh session."""
+        if requested_id:
+            held = self.held(requested_id)
+            if held is not None:
+                return held, None
         now = self.clock()
-        if self.sticky and requested_id:
-            # Hot path: the exact id of a session held here needs no parsing (it was valid
-            # when issued); anything else is parsed and validated before any lookup.
-            key = requested_id[:32]
-            held = self._sessions.get(key)
-            if held is not None and held.sid.text == requested_id:
-                idle = now - held.last_accessed
-                if idle <= held.max_inactive_interval:
-                    held.last_accessed = now
-                    if idle > _REORDER_AFTER:
-                        self._sessions.move_to_end(key)  # most recently used: pushed out last
-                    return held, None
         sid = parse_session_id(requested_id) if requested_id else None
         if sid is None:
             return self.create(now), None
@@ -184,6 +176,26 @@ class SessionManager:
                 await self.locks.release(lock)
             return self.create(now), None
         return session, lock
+
+    def held(self, requested_id: str) -> Session | None:
+        """The hot path of `open`, without I/O: in sticky mode, the session held here under
+        exactly `requested_id` and still within its interval, now marked used; else None.
+        The exact id of a session held here needs no parsing (it was valid when issued);
+        anything else is left to `open`, which parses and validates it first."""
+        if not self.sticky:
+            return None
+        key = requested_id[:32]
+        held = self._sessions.get(key)
+        if held is None or held.sid.text != requested_id:
+            return None
+        now = self.clock()
+        idle = now - held.last_accessed
+        if idle > held.max_inactive_interval:
+            return None
+        held.last_accessed = now
+        if idle > _REORDER_AFTER:
+            self._sessions.move_to_end(key)  # most recently used: pushed out last
+        return held
 
     def _used(self, session: Session, now: float) -> Session:
         session.last_accessed = now

@@ -10,11 +10,14 @@ hide each other's changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping
+from typing import TypeVar, overload
 
 from .codec import Attributes, JsonValue, Transcoder, check_storable, digest
 from .errors import SessionStoreError
 from .ids import SessionId, new_session_id
+
+_T = TypeVar("_T")
 
 Rekey = Callable[["Session", SessionId], None]
 """Told (session, old id) when a session's id changes, by whoever holds sessions by id."""
@@ -169,6 +172,24 @@ class Session(MutableMapping[str, JsonValue]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._attributes)
 
+    # get() and items() without the Mapping mixins' round trip through __getitem__ per
+    # attribute: a page that shows every attribute reads them all on every request.
+
+    @overload
+    def get(self, key: str, /) -> JsonValue | None: ...
+    @overload
+    def get(self, key: str, /, default: JsonValue | _T) -> JsonValue | _T: ...
+
+    def get(self, key: str, /, default: object = None) -> object:
+        value = self._attributes.get(key, default)
+        if type(value) is list or type(value) is dict:
+            self._container_read = True
+            self._encoded = None
+        return value
+
+    def items(self) -> ItemsView[str, JsonValue]:
+        return _Items(self)
+
     def __len__(self) -> int:
         return len(self._attributes)
 
@@ -177,3 +198,21 @@ class Session(MutableMapping[str, JsonValue]):
 
     def __repr__(self) -> str:
         return f"<Session {self.sid.text} new={self.new} attributes={len(self._attributes)}>"
+
+
+class _Items(ItemsView[str, JsonValue]):
+    """Session.items(): iterating marks the session as reading a list or dict value does
+    (the caller may mutate it in place), once, up front."""
+
+    __slots__ = ()
+    _mapping: Session
+
+    def __iter__(self) -> Iterator[tuple[str, JsonValue]]:
+        session = self._mapping
+        attributes = session._attributes
+        for value in attributes.values():
+            if type(value) is list or type(value) is dict:
+                session._container_read = True
+                session._encoded = None
+                break
+        return iter(attributes.items())
