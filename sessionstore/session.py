@@ -25,8 +25,8 @@ Rekey = Callable[["Session", SessionId], None]
 
 class Session(MutableMapping[str, JsonValue]):
     __slots__ = (
-        "_attributes", "_container_read", "_encoded", "_invalidated", "_touched",
-        "active_requests", "copy_missing", "created", "last_accessed", "last_refresh", "loaded_id",
+        "_attributes", "_container_read", "_encoded", "_touched", "active_requests",
+        "copy_missing", "created", "invalidated", "last_accessed", "last_refresh", "loaded_id",
         "max_inactive_interval", "new", "on_rotate", "persisted", "sid", "stored_attributes",
         "stored_digest", "transcoder",
     )
@@ -57,7 +57,8 @@ class Session(MutableMapping[str, JsonValue]):
         self._touched = False
         self._container_read = False
         self._encoded: bytes | None = None
-        self._invalidated = False
+        # True once invalidate() ended it (an attribute, not a property: read on every request)
+        self.invalidated = False
         self.active_requests = 0  # requests between get_session and their end (sticky)
         self.on_rotate: Rekey | None = None
 
@@ -67,13 +68,9 @@ class Session(MutableMapping[str, JsonValue]):
     def id(self) -> str:
         return self.sid.text
 
-    @property
-    def invalidated(self) -> bool:
-        return self._invalidated
-
     def invalidate(self) -> None:
         """End the session: it is removed locally and deleted from memcached after the request."""
-        self._invalidated = True
+        self.invalidated = True
         self._attributes = {}
 
     def outlived(self, lifetime: float, now: float) -> bool:
@@ -87,7 +84,7 @@ class Session(MutableMapping[str, JsonValue]):
         a new random part, the same node and route, the data kept. At the end of the request
         the session is stored under the new id and the copies under the old one are deleted;
         the response carries the new id. Returns it."""
-        if self._invalidated:
+        if self.invalidated:
             raise SessionStoreError("an invalidated session has no id to rotate")
         old = self.sid
         self.sid = new_session_id(old.node, old.route)
