@@ -229,7 +229,8 @@ def main(argv: list[str]) -> int:
         return 2
     variant, port = argv[0], int(argv[1])
     nodes = parse_nodes(argv[2]) if len(argv) == 3 else []
-    needed = {"bare": 0, "bare-page": 0, "aiohttp-session": 1, "adapter": 1, "sticky": 1, "non-sticky": 2}[variant]
+    needed = {"bare": 0, "bare-page": 0, "aiohttp-session": 1, "adapter": 1, "sticky": 1,
+              "non-sticky": 2}[variant]
     if len(nodes) < needed:
         print(f"{variant} needs {needed} memcached address(es)", file=sys.stderr)
         return 2

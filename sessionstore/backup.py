@@ -54,7 +54,7 @@ def memcached_expiry(max_inactive_interval: float, now: float) -> int:
     return int(now) + seconds if seconds > _MAX_RELATIVE_EXPIRY else seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per load
 class Loaded:
     """A record as found in memcached: from the primary copy or a `bak:` copy, and when the
     copy was last written or touched (from its TTL; None when memcached did not say)."""

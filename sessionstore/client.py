@@ -33,14 +33,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from aiomcache.pool import MemcachePool
 
 from .errors import LoopStalledError, NodeFailureError, ServerReplyError
-from .pipeline import Discarded, ErrorReply, Line, ProtocolError, read_line
+from .pipeline import (
+    Discarded,
+    ErrorReply,
+    Line,
+    Parser,
+    ProtocolError,
+    error_reply,
+    line_end,
+    value_length,
+)
 
 _T = TypeVar("_T")
 
@@ -102,107 +111,55 @@ class MemcachedClient:
 
     # -- operations ---------------------------------------------------------------------
 
-    async def get(self, key: bytes) -> bytes | None:
+    # Each operation is a plain function handing back _run's coroutine: one coroutine per
+    # operation instead of two or three (a session request makes one to three of them).
+
+    def get(self, key: bytes) -> Coroutine[Any, Any, bytes | None]:
         _check_key(key)
+        return self._run("get", b"get " + key + b"\r\n", _value_reply(key))
 
-        async def read(reader: asyncio.StreamReader) -> bytes | None:
-            line = await read_line(reader)
-            if line == b"END\r\n":
-                return None
-            parts = line.split()
-            if len(parts) != 4 or parts[0] != b"VALUE":
-                _raise_for(line)
-            if parts[1] != key:
-                raise ProtocolError(f"reply for {parts[1][:60]!r}, asked for {key[:60]!r}")
-            length = int(parts[3])
-            data = await reader.readexactly(length + 2)
-            if data[-2:] != b"\r\n" or await read_line(reader) != b"END\r\n":
-                raise ProtocolError("malformed VALUE reply")
-            return data[:-2]
-
-        return await self._run("get", b"get " + key + b"\r\n", read)
-
-    async def get_with_ttl(self, key: bytes) -> tuple[bytes, int] | None:
+    def get_with_ttl(self, key: bytes) -> Coroutine[Any, Any, tuple[bytes, int] | None]:
         """The value and its remaining time to live in seconds (-1: none), one round trip
         (meta get); None on a miss."""
         _check_key(key)
+        return self._run("get", b"mg " + key + b" v t k\r\n", _meta_reply(key))
 
-        async def read(reader: asyncio.StreamReader) -> tuple[bytes, int] | None:
-            line = await read_line(reader)
-            parts = line.split()
-            if parts and parts[0] == _META_MISS:
-                return None
-            if len(parts) != 4 or parts[0] != _META_VALUE or not parts[1].isdigit():
-                _raise_for(line)
-            flags = {part[:1]: part[1:] for part in parts[2:]}
-            if flags.get(b"k") != key:
-                raise ProtocolError(f"meta reply for {line[:80]!r}, asked for {key[:60]!r}")
-            try:
-                ttl = int(flags[b"t"])
-            except (KeyError, ValueError):
-                raise ProtocolError(f"meta reply without a TTL: {line[:80]!r}") from None
-            data = await reader.readexactly(int(parts[1]) + 2)
-            if data[-2:] != b"\r\n":
-                raise ProtocolError("malformed VA reply")
-            return data[:-2], ttl
+    def set(self, key: bytes, value: bytes, exptime: int) -> Coroutine[Any, Any, bool]:
+        return self._store(b"set", key, value, exptime)
 
-        return await self._run("get", b"mg " + key + b" v t k\r\n", read)
-
-    async def set(self, key: bytes, value: bytes, exptime: int) -> bool:
-        return await self._store(b"set", key, value, exptime)
-
-    async def add(self, key: bytes, value: bytes, exptime: int) -> bool:
+    def add(self, key: bytes, value: bytes, exptime: int) -> Coroutine[Any, Any, bool]:
         """Store only if absent (the lock primitive); False when the key exists."""
-        return await self._store(b"add", key, value, exptime)
+        return self._store(b"add", key, value, exptime)
 
-    async def delete(self, key: bytes) -> bool:
+    def delete(self, key: bytes) -> Coroutine[Any, Any, bool]:
         _check_key(key)
-        return await self._run("delete", b"delete " + key + b"\r\n", _replies(_DELETE_REPLIES))
+        return self._run("delete", b"delete " + key + b"\r\n", _DELETE_REPLY)
 
-    async def touch(self, key: bytes, exptime: int) -> bool:
+    def touch(self, key: bytes, exptime: int) -> Coroutine[Any, Any, bool]:
         """Refresh the expiry without transferring the value; False when the key is gone."""
         _check_key(key)
         command = b"touch " + key + b" " + str(exptime).encode() + b"\r\n"
-        return await self._run("touch", command, _replies(_TOUCH_REPLIES))
+        return self._run("touch", command, _TOUCH_REPLY)
 
-    async def version(self) -> str:
-        async def read(reader: asyncio.StreamReader) -> str:
-            line = await read_line(reader)
-            if not line.startswith(b"VERSION "):
-                _raise_for(line)
-            return line[8:-2].decode("ascii", "replace")
+    def version(self) -> Coroutine[Any, Any, str]:
+        return self._run("version", b"version\r\n", _version_reply)
 
-        return await self._run("version", b"version\r\n", read)
-
-    async def stats(self) -> dict[str, str]:
+    def stats(self) -> Coroutine[Any, Any, dict[str, str]]:
         """The general-purpose statistics (``stats``): name -> value as memcached sends it.
         (aiomcache's Client.stats() would hand a timed-out connection back, reply unread.)"""
-        async def read(reader: asyncio.StreamReader) -> dict[str, str]:
-            values: dict[str, str] = {}
-            for _ in range(_MAX_STATS_LINES):
-                line = await read_line(reader)
-                if line == b"END\r\n":
-                    return values
-                parts = line[:-2].split(b" ", 2)
-                if len(parts) < 2 or parts[0] != b"STAT":
-                    _raise_for(line)
-                value = parts[2] if len(parts) == 3 else b""
-                values[parts[1].decode("ascii", "replace")] = value.decode("ascii", "replace")
-            raise ProtocolError(f"stats reply longer than {_MAX_STATS_LINES} lines")
+        return self._run("stats", b"stats\r\n", _stats_reply)
 
-        return await self._run("stats", b"stats\r\n", read)
-
-    async def _store(self, verb: bytes, key: bytes, value: bytes, exptime: int) -> bool:
+    def _store(self, verb: bytes, key: bytes, value: bytes,
+               exptime: int) -> Coroutine[Any, Any, bool]:
         _check_key(key)
         if exptime < 0:
             raise ValueError("negative exptime")
         command = b"%s %s 0 %d %d\r\n%s\r\n" % (verb, key, exptime, len(value), value)
-        return await self._run(verb.decode(), command, _replies(_STORAGE_REPLIES))
+        return self._run("set" if verb == b"set" else "add", command, _STORAGE_REPLY)
 
     # -- the choke point ----------------------------------------------------------------
 
-    async def _run(self, operation: str, command: bytes,
-                   read: Callable[[asyncio.StreamReader], Awaitable[_T]]) -> _T:
+    async def _run(self, operation: str, command: bytes, parse: Parser) -> _T:
         if self._closed:
             raise NodeFailureError(self.node, operation, "client is closed")
         loop = asyncio.get_running_loop()
@@ -213,19 +170,24 @@ class MemcachedClient:
                 async with asyncio.timeout_at(started + self.operation_timeout):
                     if line is None or not line.usable:
                         line = await self._connect()
-                    future = line.send(command, read)
+                    future = line.send(command, parse)
                     if len(command) > _DRAIN_ABOVE:
                         await line.drain()
                     result: _T = await future
                 return result
             # The common case, a live connection and a small command: one timer on the reply
             # is all the bound needs (asyncio.timeout's machinery costs more than the send).
-            future = line.send(command, read)
-            timer = loop.call_at(started + self.operation_timeout, _time_out, future)
+            deadline = started + self.operation_timeout
+            future = line.send(command, parse)
+            timer = loop.call_at(deadline, _time_out, future)
             try:
                 result = await future
             finally:
                 timer.cancel()
+            if loop.time() > deadline:
+                # Parsed as it arrived, but after the bound (the loop was busy or stalled):
+                # late is late, as if the timer had gone first.
+                raise TimeoutError
             return result
         except TimeoutError:
             late = loop.time() - started - self.operation_timeout
@@ -290,19 +252,104 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def _replies(table: dict[bytes, bool]) -> Callable[[asyncio.StreamReader], Awaitable[bool]]:
-    async def read(reader: asyncio.StreamReader) -> bool:
-        line = await read_line(reader)
+# -- the replies: each a Parser (pipeline.py) --------------------------------------------
+
+
+def _replies(table: dict[bytes, bool]) -> Parser:
+    """A one-line reply, one of `table`'s."""
+    def parse(data: bytes | bytearray, pos: int) -> tuple[object, int] | None:
+        end = line_end(data, pos)
+        if end < 0:
+            return None
+        line = bytes(data[pos:end])
         outcome = table.get(line)
-        if outcome is None:
-            _raise_for(line)
-        return bool(outcome)
+        return (error_reply(line) if outcome is None else outcome), end
 
-    return read
+    return parse
 
 
-def _raise_for(line: bytes) -> NoReturn:
-    text = line.decode("ascii", "replace").strip()
-    if text.startswith(("SERVER_ERROR", "CLIENT_ERROR", "ERROR")):
-        raise ErrorReply(text[:200])
-    raise ProtocolError(f"unexpected reply {text[:80]!r}")
+_STORAGE_REPLY = _replies(_STORAGE_REPLIES)
+_DELETE_REPLY = _replies(_DELETE_REPLIES)
+_TOUCH_REPLY = _replies(_TOUCH_REPLIES)
+
+
+def _value_reply(key: bytes) -> Parser:
+    """`get`: END, or VALUE <key> <flags> <length>, the value, END."""
+    def parse(data: bytes | bytearray, pos: int) -> tuple[object, int] | None:
+        end = line_end(data, pos)
+        if end < 0:
+            return None
+        line = bytes(data[pos:end])
+        if line == b"END\r\n":
+            return None, end
+        parts = line.split()
+        if len(parts) != 4 or parts[0] != b"VALUE":
+            return error_reply(line), end
+        if parts[1] != key:
+            raise ProtocolError(f"reply for {parts[1][:60]!r}, asked for {key[:60]!r}")
+        stop = end + value_length(parts[3])
+        if len(data) < stop + 7:
+            return None
+        if data[stop:stop + 7] != b"\r\nEND\r\n":
+            raise ProtocolError("malformed VALUE reply")
+        return bytes(data[end:stop]), stop + 7
+
+    return parse
+
+
+def _meta_reply(key: bytes) -> Parser:
+    """`mg <key> v t k`: EN, or VA <length> t<ttl> k<key>, the value."""
+    def parse(data: bytes | bytearray, pos: int) -> tuple[object, int] | None:
+        end = line_end(data, pos)
+        if end < 0:
+            return None
+        line = bytes(data[pos:end])
+        parts = line.split()
+        if parts and parts[0] == _META_MISS:
+            return None, end
+        if len(parts) != 4 or parts[0] != _META_VALUE or not parts[1].isdigit():
+            return error_reply(line), end
+        flags = {part[:1]: part[1:] for part in parts[2:]}
+        if flags.get(b"k") != key:
+            raise ProtocolError(f"meta reply for {line[:80]!r}, asked for {key[:60]!r}")
+        try:
+            ttl = int(flags[b"t"])
+        except (KeyError, ValueError):
+            raise ProtocolError(f"meta reply without a TTL: {line[:80]!r}") from None
+        stop = end + value_length(parts[1])
+        if len(data) < stop + 2:
+            return None
+        if data[stop:stop + 2] != b"\r\n":
+            raise ProtocolError("malformed VA reply")
+        return (bytes(data[end:stop]), ttl), stop + 2
+
+    return parse
+
+
+def _version_reply(data: bytes | bytearray, pos: int) -> tuple[object, int] | None:
+    end = line_end(data, pos)
+    if end < 0:
+        return None
+    line = bytes(data[pos:end])
+    if not line.startswith(b"VERSION "):
+        return error_reply(line), end
+    return line[8:-2].decode("ascii", "replace"), end
+
+
+def _stats_reply(data: bytes | bytearray, pos: int) -> tuple[object, int] | None:
+    """STAT <name> <value> lines up to END (parsed again from the start until END is in)."""
+    values: dict[str, str] = {}
+    for _ in range(_MAX_STATS_LINES):
+        end = line_end(data, pos)
+        if end < 0:
+            return None
+        line = bytes(data[pos:end])
+        if line == b"END\r\n":
+            return values, end
+        parts = line[:-2].split(b" ", 2)
+        if len(parts) < 2 or parts[0] != b"STAT":
+            return error_reply(line), end
+        value = parts[2] if len(parts) == 3 else b""
+        values[parts[1].decode("ascii", "replace")] = value.decode("ascii", "replace")
+        pos = end
+    raise ProtocolError(f"stats reply longer than {_MAX_STATS_LINES} lines")

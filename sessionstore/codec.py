@@ -35,6 +35,9 @@ class Transcoder(Protocol):
     def decode(self, data: bytes) -> Attributes: ...
 
 
+_JSON_DECODER = json.JSONDecoder()
+
+
 class JsonTranscoder:
     name = "json"
 
@@ -50,7 +53,8 @@ class JsonTranscoder:
 
     def decode(self, data: bytes) -> Attributes:
         try:
-            value = json.loads(data)
+            # Always UTF-8 (encode's): json.loads would detect the encoding of bytes first.
+            value = _JSON_DECODER.decode(data.decode("utf-8"))
         except (ValueError, RecursionError) as exc:
             raise CorruptRecordError(f"bad JSON attributes: {exc}") from None
         return _check_attributes(value)
@@ -122,7 +126,7 @@ def _check_attributes(value: object) -> Attributes:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per load, and a frozen __init__ costs twice as much
 class Record:
     transcoder: str
     created: float

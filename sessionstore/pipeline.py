@@ -2,23 +2,29 @@
 client.py runs every operation on.
 
 memcached answers the commands of one connection in the order it read them, so many
-operations can be in flight on one connection: each command is queued with the function that
-reads its reply and a future, the commands of one event-loop iteration leave in one write,
-and one reader task reads the replies in order and resolves the futures. With fifty requests
-at once that is one send and one receive for a batch of operations instead of one each (on
-this project's machines a system call costs more than the Python around it), and no
-operation waits for a connection to come free: there is no pool queue to starve in.
+operations can be in flight on one connection: each command is queued with the parser of its
+reply and a future, the commands of one event-loop iteration leave in one write, and the
+replies are parsed as the bytes arrive, in order, each resolving its future. With fifty
+requests at once that is one send and one receive for a batch of operations instead of one
+each, and no operation waits for a connection to come free: there is no pool queue to starve
+in.
+
+The connection is aiomcache's (its pool opens, hands out and closes it); the line takes over
+its transport as the protocol (`set_protocol`), so a reply is parsed in `data_received`
+itself: no reader task to wake, no `readline` coroutine per reply, one loop step less
+between memcached's answer and the request that waits for it.
 
 The trap guards stay whole:
-- the reader raises at EOF (`read_line`), so a connection closed mid-command fails every
-  operation on it at once and never spins the loop;
-- a reply that does not fit its command (another key, a malformed line) discards the
-  connection, and every operation still waiting on it fails;
+- a connection closed mid-command (EOF, reset) fails every operation on it at once, and a
+  closed connection never spins the loop: there is no read loop to spin;
+- a reply that does not fit its command (another key, a malformed line, bytes nobody asked
+  for, a line or value longer than any reply) discards the connection, and every operation
+  still waiting on it fails;
 - an operation that times out discards the connection, with every operation still waiting
   on it (the node did not answer in time: they would not fare better);
-- an operation that is cancelled (its request went away) leaves its reply to the reader,
-  which reads it and throws it away: the reply never answers another operation, and the
-  connection stays in step for the others.
+- an operation that is cancelled (its request went away) leaves its reply to be parsed and
+  thrown away: the reply never answers another operation, and the connection stays in step
+  for the others.
 A discarded connection is poisoned and handed back to aiomcache's pool, which closes it.
 """
 
@@ -26,12 +32,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiomcache.pool import Connection, MemcachePool
 
-Reader = Callable[[asyncio.StreamReader], Awaitable[Any]]
+Parser = Callable[[bytes | bytearray, int], "tuple[Any, int] | None"]
+"""Parses one reply in `data` from `pos`: (what it says, where the next reply starts), or None
+while the reply is not complete. Raises ProtocolError for bytes that fit no reply; a whole
+error line (SERVER_ERROR, CLIENT_ERROR, ERROR) is returned as an ErrorReply."""
+
+_MAX_LINE = 2048  # the longest reply line: VALUE, a 250-byte key, flags, length, cas
+_MAX_VALUE = 64 * 1024 * 1024  # memcached's item size limit is at most 1 GB, ours far less
 
 
 class ProtocolError(Exception):
@@ -53,38 +65,63 @@ class Discarded(Exception):
         super().__init__(reason)
 
 
-async def read_line(reader: asyncio.StreamReader) -> bytes:
-    line = await reader.readline()
-    if not line.endswith(b"\r\n"):
-        # b'' is EOF: raising here is what keeps a closed connection from spinning the loop.
-        raise ProtocolError("connection closed before the reply was complete")
-    return line
+def line_end(data: bytes | bytearray, pos: int) -> int:
+    """Where the reply line starting at `pos` ends (after its CRLF); -1 while incomplete."""
+    end = data.find(b"\r\n", pos, pos + _MAX_LINE)
+    if end >= 0:
+        return end + 2
+    if len(data) - pos >= _MAX_LINE:
+        raise ProtocolError(f"reply line longer than {_MAX_LINE} bytes")
+    return -1
 
 
-class Line:
-    """One connection with operations in flight, replies read in order."""
+def value_length(text: bytes) -> int:
+    """A reply's announced value length, checked to be one."""
+    if not text.isdigit() or len(text) > 10 or int(text) > _MAX_VALUE:
+        raise ProtocolError(f"bad value length {text[:20]!r}")
+    return int(text)
 
-    __slots__ = ("_idle", "_loop", "_out", "_pool", "_reading", "_waiting", "conn", "dead")
+
+def error_reply(line: bytes) -> ErrorReply:
+    """The ErrorReply a whole error line is; ProtocolError for any other unexpected line."""
+    text = line.decode("ascii", "replace").strip()
+    if text.startswith(("SERVER_ERROR", "CLIENT_ERROR", "ERROR")):
+        return ErrorReply(text[:200])
+    raise ProtocolError(f"unexpected reply {text[:80]!r}")
+
+
+class Line(asyncio.Protocol):
+    """One connection with operations in flight, replies parsed in order as they arrive."""
+
+    __slots__ = ("_buffer", "_loop", "_out", "_pool", "_transport", "_waiting", "_writable",
+                 "conn", "dead")
 
     def __init__(self, conn: Connection, pool: MemcachePool) -> None:
         self.conn = conn
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
-        self._waiting: deque[tuple[Reader, asyncio.Future[Any]]] = deque()
-        self._idle: asyncio.Future[None] | None = None  # the reader waits on it for work
+        self._waiting: deque[tuple[Parser, asyncio.Future[Any]]] = deque()
+        self._buffer = bytearray()  # the start of a reply whose end has not arrived
+        self._writable: asyncio.Future[None] | None = None  # set while writing is paused
         self.dead = False
-        self._reading = self._loop.create_task(self._read_replies())
+        self._transport = conn.writer.transport
+        reader = conn.reader
+        # Idle in the pool until now: nothing may have arrived on it (the server closed it,
+        # or sent what nobody asked for).
+        if reader.at_eof() or reader.exception() is not None or self._transport.is_closing():
+            self.discard(Discarded("connection closed by the server", blame=True))
+        else:
+            self._transport.set_protocol(self)
 
     @property
     def usable(self) -> bool:
         """Not discarded, and the server has not closed it (a restarted memcached) since."""
-        reader = self.conn.reader
-        return not self.dead and not reader.at_eof() and reader.exception() is None
+        return not self.dead
 
-    def send(self, command: bytes, read: Reader) -> asyncio.Future[Any]:
+    def send(self, command: bytes, parse: Parser) -> asyncio.Future[Any]:
         """Send `command`: at once when nothing is in flight, else with the other commands
-        of this loop iteration, in one write at its end. The future gets what `read` makes
+        of this loop iteration, in one write at its end. The future gets what `parse` makes
         of its reply."""
         future: asyncio.Future[Any] = self._loop.create_future()
         if not self._waiting and not self._out:
@@ -94,11 +131,7 @@ class Line:
             if not self._out:
                 self._loop.call_soon(self.flush)
             self._out.append(command)
-        self._waiting.append((read, future))
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set_result(None)
+        self._waiting.append((parse, future))
         return future
 
     def flush(self) -> None:
@@ -109,7 +142,7 @@ class Line:
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         try:
-            self.conn.writer.write(data)
+            self._transport.write(data)
         except (OSError, RuntimeError) as exc:  # the transport is closing or closed
             self._loop.call_soon(self.discard, Discarded(str(exc) or type(exc).__name__,
                                                          blame=True))
@@ -117,32 +150,62 @@ class Line:
     async def drain(self) -> None:
         """Flush, then wait until the transport's buffer is low again (large values)."""
         self.flush()
-        await self.conn.writer.drain()
+        writable = self._writable
+        if writable is not None:
+            await writable
 
-    async def _read_replies(self) -> None:
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            data = buffer  # type: ignore[assignment]  # parsers read bytes and bytearrays
         waiting = self._waiting
-        reader = self.conn.reader
+        pos = 0
         try:
-            while True:
+            while pos < len(data):
                 if not waiting:
-                    self._idle = self._loop.create_future()
-                    await self._idle
-                    continue
-                read, future = waiting[0]
-                try:
-                    result = await read(reader)
-                except ErrorReply as exc:  # a whole reply: the connection is in step
-                    waiting.popleft()
-                    if not future.done():
-                        future.set_exception(exc)
-                    continue
+                    raise ProtocolError("bytes nobody asked for")
+                parse, future = waiting[0]
+                parsed = parse(data, pos)
+                if parsed is None:
+                    break  # the rest of this reply is still to come
+                result, pos = parsed
                 waiting.popleft()
-                if not future.done():  # a cancelled operation's reply is thrown away
+                if future.done():
+                    continue  # a cancelled operation's reply is thrown away
+                if isinstance(result, ErrorReply):  # a whole reply: the line is in step
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
-        except asyncio.CancelledError:
-            raise  # discarded from outside
-        except Exception as exc:  # EOF, reset, a reply that fits no command
-            self.discard(Discarded(str(exc) or type(exc).__name__, blame=True))
+        except ProtocolError as exc:  # a reply that fits no command
+            self.discard(Discarded(str(exc), blame=True))
+            return
+        if data is buffer:
+            del buffer[:pos]
+        elif pos < len(data):
+            buffer += data[pos:]
+
+    def eof_received(self) -> bool:
+        self.discard(Discarded("connection closed before the reply was complete",
+                               blame=True))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "connection closed before the reply was complete"
+        self.discard(Discarded(f"{reason}: {exc}" if exc else reason, blame=True))
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # -- the end -------------------------------------------------------------------------
 
     def discard(self, error: Discarded) -> None:
         """Fail every operation still waiting, and close the connection (poisoned, then
@@ -151,12 +214,13 @@ class Line:
             return
         self.dead = True
         self._out.clear()
+        self._buffer.clear()
         waiting = list(self._waiting)
         self._waiting.clear()
         for _, future in waiting:
             if not future.done():
                 future.set_exception(error)
-        if self._reading is not asyncio.current_task():
-            self._reading.cancel()
+        self.resume_writing()  # a drain waiting on it ends; its operation has failed
         self.conn.reader.set_exception(ConnectionAbortedError("discarded"))
         self._pool.release(self.conn)
+        self._transport.close()
