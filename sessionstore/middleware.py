@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from .assembly import build_manager
-from .client_address import IPAddress, client_address
+from .client_address import IPAddress, TrustedProxies, client_address
 from .cookies import SessionCookies
 from .errors import (
     LockTimeoutError,
@@ -36,6 +36,7 @@ from .errors import (
 )
 from .locking import HeldLock
 from .manager import SessionManager
+from .planning import ClientAddress
 from .session import Session
 from .settings import SessionStoreSettings
 from .tracking import is_https, requested_id, with_session_id
@@ -49,26 +50,30 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class _RequestSession:
     """Per-request state, set by the middleware; the session is opened by the first
-    `get_session` of the request (a request that never asks for it costs no lookup)."""
+    `get_session` of the request (a request that never asks for it costs no lookup).
 
-    __slots__ = ("cookie_sent", "ended", "lock", "manager", "request", "requested_id",
-                 "session")
+    It holds no reference to the request: the request holds it, and a cycle between the two
+    would leave every request to the garbage collector instead of freeing it at its end."""
 
-    def __init__(self, manager: SessionManager, request: web.Request) -> None:
+    __slots__ = ("cookie_sent", "ended", "lock", "manager", "requested_id", "session")
+
+    def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
-        self.request = request
         self.session: Session | None = None
         self.requested_id: str | None = None
         self.cookie_sent = False
         self.lock: HeldLock | None = None
         self.ended: list[Session] = []
 
-    def client_address(self) -> IPAddress | None:
-        """Who asks for a new session (computed only when one is first stored)."""
-        headers = self.request.headers
-        return client_address(self.request.remote, headers.get("X-Real-IP"),
-                              headers.getall("X-Forwarded-For", ()),
-                              self.manager.trusted_proxies)
+
+def _client_of(request: web.Request, trusted: TrustedProxies) -> ClientAddress:
+    """Who asks for a new session (computed only when one is first stored)."""
+    def client() -> IPAddress | None:
+        headers = request.headers
+        return client_address(request.remote, headers.get("X-Real-IP"),
+                              headers.getall("X-Forwarded-For", ()), trusted)
+
+    return client
 
 
 _STATE_KEY: web.RequestKey[_RequestSession] = web.RequestKey("sessionstore_state",
@@ -167,7 +172,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        state = request[_STATE_KEY] = _RequestSession(manager, request)
+        state = request[_STATE_KEY] = _RequestSession(manager)
         raised: web.HTTPException | None = None
         try:
             response: web.StreamResponse = await handler(request)
@@ -199,7 +204,8 @@ def session_middleware(manager: SessionManager) -> Middleware:
                 await manager.finish(ended, None, plan_save(ended, path))
         dropped = False  # not stored at all (rate limit): no cookie either way
         try:
-            work = plan_save(session, path, client=state.client_address)
+            work = plan_save(session, path,
+                             client=_client_of(request, manager.trusted_proxies))
         except SessionTooLargeError as exc:
             work = None
             if not response.prepared:  # a streamed response is already on its way
