@@ -87,6 +87,18 @@ def post(cookie: bytes, name: str, value: str) -> bytes:
             + b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def drive(port: int, scenario: str, count: int) -> None:
     """A session with ATTRIBUTES, then `count` requests of `scenario` on it after a warm-up
     of one per connection; every answer must be a 200."""
@@ -134,6 +146,8 @@ def instructions(variant: str, scenario: str, count: int, scratch: Path) -> int:
         env = dict(os.environ)
         command = [sys.executable, str(SERVER), variant, str(port), addresses]
     memcached = [subprocess.Popen(memcached_args(p)) for p in memcached_ports]
+    for memcached_port in memcached_ports:  # up before the server probes them
+        wait_for_port(memcached_port)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

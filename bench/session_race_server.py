@@ -15,6 +15,7 @@ One process, uvloop, no access log; it runs until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import sys
@@ -236,8 +237,14 @@ def main(argv: list[str]) -> int:
         return 2
     # A backup slower than session_backup_timeout under full load is logged; not a result.
     logging.getLogger("sessionstore").setLevel(logging.ERROR)
+    app = build_app(variant, port, nodes)
+
+    async def freeze(_: web.Application) -> None:
+        gc.freeze()  # as `python -m appserver` does once started: the same for every variant
+
+    app.on_startup.append(freeze)
     web.run_app(
-        build_app(variant, port, nodes),
+        app,
         host="127.0.0.1",
         port=port,
         access_log=None,

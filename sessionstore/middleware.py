@@ -124,7 +124,7 @@ async def get_session(request: web.Request) -> Session:
     manager = state.manager
     requested, state.cookie_sent = requested_id(request, manager.settings)
     # A sticky session held here needs no coroutine: most requests end at `held`.
-    held = manager.held(requested) if requested else None
+    held = manager.held(requested) if requested and manager.sticky else None
     if held is not None:
         session = held
     else:
