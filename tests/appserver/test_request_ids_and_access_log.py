@@ -36,6 +36,23 @@ async def test_a_direct_request_gets_an_id_of_its_own(app_client: AppClient) -> 
     assert len(ids) == 3
 
 
+async def test_what_no_route_takes_is_answered_as_aiohttp_s_router_would(
+    app_client: AppClient,
+) -> None:
+    """Without aiohttp middlewares, the app server's last route answers the rest: 405 with
+    Allow for a known path, 404 otherwise, both with an id and counted."""
+    client = await app_client()
+    put = await client.put("/test")
+    assert put.status == 405 and put.headers["Allow"] == "GET,HEAD,POST"
+    assert OWN_ID.fullmatch(put.headers["X-Request-ID"])
+    for path in ("/nowhere/deeper", "/test/", "/static/nothing.css"):
+        missing = await client.get(path)
+        assert missing.status == 404 and OWN_ID.fullmatch(missing.headers["X-Request-ID"])
+    metrics = await (await client.get("/metrics")).text()
+    assert 'sessionha_appserver_http_requests_total{method="PUT",status="405"} 1.0' in metrics
+    assert 'sessionha_appserver_http_requests_total{method="GET",status="404"} 3.0' in metrics
+
+
 async def test_the_proxy_s_id_is_kept_from_a_trusted_peer_only(
     app_client: AppClient, memcached: MemcachedProcess
 ) -> None:

@@ -80,6 +80,11 @@ class _ThreadedServer:
             return data
         return None
 
+    @property
+    def connections_accepted(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
     def serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
 

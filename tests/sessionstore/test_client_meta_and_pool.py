@@ -110,6 +110,30 @@ async def test_a_meta_reply_for_another_key_discards_the_connection() -> None:
                 await client.get_with_ttl(b"mine")  # a new connection, as wrong again
 
 
+async def test_bytes_nobody_asked_for_discard_the_connection() -> None:
+    """A second reply to one command: the connection is out of step, so it goes, and the
+    next command gets a fresh one (where the stray reply would have answered it)."""
+    with WrongReplyServer(b"STORED\r\nSTORED\r\n") as server:
+        async with client_for(server.port, pool_size=1) as client:
+            assert await client.set(b"k", b"v", 60)
+            await asyncio.sleep(0.05)  # the stray STORED has arrived by now
+            assert await client.set(b"k", b"v", 60)
+            assert server.connections_accepted == 2
+
+
+@pytest.mark.parametrize("reply", [b"VALUE k 0 " + b"9" * 3000, b"VALUE k 0 99999999999\r\n"],
+                         ids=["endless line", "absurd length"])
+async def test_a_reply_longer_than_any_fails_at_once(reply: bytes) -> None:
+    """Neither a line without end nor an announced value of gigabytes is waited for (nor
+    buffered): the operation fails as soon as the bytes show it, not at its timeout."""
+    with WrongReplyServer(reply) as server:
+        async with client_for(server.port, timeout=2.0, pool_size=1) as client:
+            started = time.monotonic()
+            with pytest.raises(NodeFailureError, match=r"longer than|bad value length"):
+                await client.get(b"k")
+            assert time.monotonic() - started < 1.0
+
+
 async def test_killed_memcached_fails_operations_and_a_restarted_one_serves_again(
         memcached: MemcachedProcess) -> None:
     async with client_for(memcached.port, pool_size=2) as client:
