@@ -131,20 +131,28 @@ def wrk(
     cookie: str = "",
     script: Path | None = None,
     before: Callable[[], None] | None = None,
+    cpus: set[int] | None = None,
 ) -> Result:
-    """One measured wrk run after an unmeasured warm-up; `before` runs right before it."""
+    """One measured wrk run after an unmeasured warm-up; `before` runs right before it. With
+    `cpus`, wrk runs on those only."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     if cookie:
         args += ["-H", f"Cookie: JSESSIONID={cookie}"]
     if script is not None:
         args += ["-s", str(script)]
     # a short warm-up first, unmeasured
-    subprocess.run([*args[:3], "-d1s", *args[4:], url], check=True, capture_output=True, timeout=30)
+    def on_cpus() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    subprocess.run([*args[:3], "-d1s", *args[4:], url], check=True, capture_output=True,
+                   timeout=30, preexec_fn=on_cpus)
     if before is not None:
         before()
     cpu_before = cpu_seconds(pid)
     out = subprocess.run(
-        [*args, url], check=True, capture_output=True, text=True, timeout=duration + 30
+        [*args, url], check=True, capture_output=True, text=True, timeout=duration + 30,
+        preexec_fn=on_cpus,
     ).stdout
     cpu = cpu_seconds(pid) - cpu_before
     total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]

@@ -1,6 +1,6 @@
 """Benchmark: the same session page kept six ways, raced side by side in one run.
 
-    .venv/bin/python bench/session_race.py [--duration 5] [--rounds 3] [--connections 50]
+    .venv/bin/python bench/session_race.py [--duration 5] [--rounds 3] [--connections 50] [--pin]
 
 Variants, each one server process (uvloop, no access log) on a free loopback port with its
 own memcached process(es) on free loopback ports:
@@ -30,10 +30,12 @@ of the server process from /proc over the measured run, divided by the requests 
 completed) and the memcached commands per request (from the `stats` of the variant's own
 memcached: get counts get/gets/mg, set every storage command incl. add and ms, touch
 touch/gat, delete). Then the medians over the rounds and the ratios of the goal table
-(issues 17 and 14), from the medians of this run (with the spread of the same ratio taken round by
-round). wrk, the memcached processes and all the servers share the machine's CPUs: ratios
-mean something only within one run. Bounded: about rounds x 12 x (duration + 1.5) s plus a
-few seconds of set-up (4 minutes by default).
+(issues 17 and 14), from the medians of this run (with the spread of the same ratio taken
+round by round). wrk, the memcached processes and all the servers share the machine's CPUs
+(with --pin: the servers one, wrk and memcached the other): ratios mean something only
+within one run. Bounded: about rounds x 14 x (duration + 1.5) s plus a few seconds of
+set-up (5 minutes by default). bench/session_instructions.py counts the same variants in
+instructions, which do not move with the machine's load.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from appserver_bench import REPO, Result, fetch, free_port, process, wrk, wrk_post_script
+from nginx_and_wrk import pin
 
 SERVER = Path(__file__).resolve().with_name("session_race_server.py")
 VARIANTS = (
@@ -157,6 +160,7 @@ class Variant:
     port: int
     pid: int
     memcached_ports: list[int]
+    memcached_pids: list[int]
     get_cookie: str = ""
     post_script: Path = Path()
     runs: dict[str, list[tuple[Result, Counter[str]]]] = field(
@@ -218,8 +222,8 @@ def make_session(variant: Variant) -> str:
 def start(stack: ExitStack, name: str) -> Variant:
     """The variant's memcached process(es) and server, stopped when `stack` closes."""
     memcached_ports = [free_port() for _ in range(NODES[name])]
-    for port in memcached_ports:
-        stack.enter_context(process(memcached_args(port), port))
+    memcached_pids = [stack.enter_context(process(memcached_args(port), port))
+                      for port in memcached_ports]
     port = free_port()
     addresses = ",".join(f"127.0.0.1:{p}" for p in memcached_ports)
     if name == "appserver":
@@ -235,10 +239,11 @@ def start(stack: ExitStack, name: str) -> Variant:
         pid = stack.enter_context(
             process([sys.executable, str(SERVER), name, str(port), addresses], port)
         )
-    return Variant(name, port, pid, memcached_ports)
+    return Variant(name, port, pid, memcached_ports, memcached_pids)
 
 
-def measure(variant: Variant, scenario: str, duration: int, connections: int) -> None:
+def measure(variant: Variant, scenario: str, duration: int, connections: int,
+            load_cpus: set[int] | None) -> None:
     """One warm-up and one measured wrk run; prints and keeps the figures."""
     before: list[Counter[str]] = []
 
@@ -255,6 +260,7 @@ def measure(variant: Variant, scenario: str, duration: int, connections: int) ->
         cookie=variant.get_cookie if get else "",
         script=None if get else variant.post_script,
         before=snapshot,
+        cpus=load_cpus,
     )
     commands = memcached_counts(variant.memcached_ports)
     commands.subtract(before[0])
@@ -323,7 +329,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per measured run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--pin", action="store_true",
+                        help="servers on the first CPU, wrk and memcached on the second")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) < 2:
+        parser.error("--pin needs two CPUs")
     for tool in ("wrk", "memcached"):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed (scripts/install installs it)", file=sys.stderr)
@@ -338,10 +349,18 @@ def main() -> int:
             cookies = [make_session(variant) for _ in range(POST_SESSIONS)]
             variant.post_script = scratch / f"post-{variant.name}.lua"
             variant.post_script.write_text(wrk_post_script(cookies, POST_BODY))
+        load_cpus = None
+        if args.pin:
+            load_cpus = {cpus[1]}
+            for variant in variants.values():
+                pin(variant.pid, {cpus[0]})
+                for memcached_pid in variant.memcached_pids:
+                    pin(memcached_pid, load_cpus)
+        where = (f"servers on CPU {cpus[0]}, wrk and memcached on CPU {cpus[1]}" if args.pin
+                 else f"{len(cpus)} CPUs shared with wrk and memcached")
         print(
             f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds alternating; "
-            f"one server process each (uvloop); {os.cpu_count()} CPUs shared with wrk and "
-            f"memcached; repository {REPO}"
+            f"one server process each (uvloop); {where}; repository {REPO}"
         )
         for round_number in range(1, args.rounds + 1):
             for scenario in SCENARIOS:
@@ -352,7 +371,7 @@ def main() -> int:
                 )
                 print(f"== round {round_number} {scenario} /test ({what})", flush=True)
                 for variant in variants.values():
-                    measure(variant, scenario, args.duration, args.connections)
+                    measure(variant, scenario, args.duration, args.connections, load_cpus)
         report(variants, args.rounds)
     return 0
 
