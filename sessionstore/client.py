@@ -170,20 +170,16 @@ class MemcachedClient:
                 async with asyncio.timeout_at(started + self.operation_timeout):
                     if line is None or not line.usable:
                         line = await self._connect()
-                    future = line.send(command, parse)
+                    future = line.send(command, parse, started + self.operation_timeout)
                     if len(command) > _DRAIN_ABOVE:
                         await line.drain()
                     result: _T = await future
                 return result
-            # The common case, a live connection and a small command: one timer on the reply
-            # is all the bound needs (asyncio.timeout's machinery costs more than the send).
+            # The common case, a live connection and a small command: the line's one timer
+            # bounds the wait (a timer per operation, even asyncio.timeout's, costs more
+            # than the send).
             deadline = started + self.operation_timeout
-            future = line.send(command, parse)
-            timer = loop.call_at(deadline, _time_out, future)
-            try:
-                result = await future
-            finally:
-                timer.cancel()
+            result = await line.send(command, parse, deadline)
             if loop.time() > deadline:
                 # Parsed as it arrived, but after the bound (the loop was busy or stalled):
                 # late is late, as if the timer had gone first.
@@ -238,11 +234,6 @@ class MemcachedClient:
             self._line = Line(conn, self._pool)
         finally:
             self._connecting = None
-
-
-def _time_out(future: asyncio.Future[object]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -21,7 +21,9 @@ The trap guards stay whole:
   for, a line or value longer than any reply) discards the connection, and every operation
   still waiting on it fails;
 - an operation that times out discards the connection, with every operation still waiting
-  on it (the node did not answer in time: they would not fare better);
+  on it (the node did not answer in time: they would not fare better). One timer per line
+  watches the oldest operation still waited for (replies come in order, so it is the first
+  to be late) and fails it with TimeoutError at its deadline;
 - an operation that is cancelled (its request went away) leaves its reply to be parsed and
   thrown away: the reply never answers another operation, and the connection stays in step
   for the others.
@@ -93,15 +95,17 @@ def error_reply(line: bytes) -> ErrorReply:
 class Line(asyncio.Protocol):
     """One connection with operations in flight, replies parsed in order as they arrive."""
 
-    __slots__ = ("_buffer", "_loop", "_out", "_pool", "_transport", "_waiting", "_writable",
-                 "conn", "dead")
+    __slots__ = ("_buffer", "_loop", "_out", "_pool", "_transport", "_waiting", "_watchdog",
+                 "_writable", "conn", "dead")
 
     def __init__(self, conn: Connection, pool: MemcachePool) -> None:
         self.conn = conn
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
-        self._waiting: deque[tuple[Parser, asyncio.Future[Any]]] = deque()
+        # (parser, future, deadline) of each command sent, in order
+        self._waiting: deque[tuple[Parser, asyncio.Future[Any], float]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None  # at the oldest live deadline
         self._buffer = bytearray()  # the start of a reply whose end has not arrived
         self._writable: asyncio.Future[None] | None = None  # set while writing is paused
         self.dead = False
@@ -119,10 +123,10 @@ class Line(asyncio.Protocol):
         """Not discarded, and the server has not closed it (a restarted memcached) since."""
         return not self.dead
 
-    def send(self, command: bytes, parse: Parser) -> asyncio.Future[Any]:
+    def send(self, command: bytes, parse: Parser, deadline: float) -> asyncio.Future[Any]:
         """Send `command`: at once when nothing is in flight, else with the other commands
         of this loop iteration, in one write at its end. The future gets what `parse` makes
-        of its reply."""
+        of its reply, or TimeoutError when there is none by `deadline` (loop time)."""
         future: asyncio.Future[Any] = self._loop.create_future()
         if not self._waiting and not self._out:
             self._out.append(command)
@@ -131,8 +135,24 @@ class Line(asyncio.Protocol):
             if not self._out:
                 self._loop.call_soon(self.flush)
             self._out.append(command)
-        self._waiting.append((parse, future))
+        self._waiting.append((parse, future, deadline))
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(deadline, self._overdue)
         return future
+
+    def _overdue(self) -> None:
+        """The watchdog's time: the oldest operation still waited for is late (TimeoutError:
+        its caller discards the line), or the watch moves on to its deadline."""
+        self._watchdog = None
+        now = self._loop.time()
+        for _, future, deadline in self._waiting:
+            if future.done():
+                continue  # cancelled: its reply is still to come, nobody waits for it
+            if deadline <= now:
+                future.set_exception(TimeoutError())
+            else:
+                self._watchdog = self._loop.call_at(deadline, self._overdue)
+            return
 
     def flush(self) -> None:
         """Write the queued commands now (in one write)."""
@@ -167,7 +187,7 @@ class Line(asyncio.Protocol):
             while pos < len(data):
                 if not waiting:
                     raise ProtocolError("bytes nobody asked for")
-                parse, future = waiting[0]
+                parse, future, _ = waiting[0]
                 parsed = parse(data, pos)
                 if parsed is None:
                     break  # the rest of this reply is still to come
@@ -215,9 +235,12 @@ class Line(asyncio.Protocol):
         self.dead = True
         self._out.clear()
         self._buffer.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         waiting = list(self._waiting)
         self._waiting.clear()
-        for _, future in waiting:
+        for _, future, _ in waiting:
             if not future.done():
                 future.set_exception(error)
         self.resume_writing()  # a drain waiting on it ends; its operation has failed
