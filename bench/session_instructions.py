@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,10 +133,24 @@ def drive(port: int, scenario: str, count: int) -> None:
             sock.close()
 
 
+_PORTS_GIVEN: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
+def unique_port() -> int:
+    """A free port no other run of this benchmark has been given: the runs start side by
+    side, and the system may hand a port just closed to the next one who asks."""
+    with _PORTS_LOCK:
+        while (port := free_port()) in _PORTS_GIVEN:
+            pass
+        _PORTS_GIVEN.add(port)
+        return port
+
+
 def instructions(variant: str, scenario: str, count: int, scratch: Path) -> int:
     """Instructions (user space) of one server run that served `count` requests."""
-    memcached_ports = [free_port() for _ in range(NODES[variant])]
-    port = free_port()
+    memcached_ports = [unique_port() for _ in range(NODES[variant])]
+    port = unique_port()
     addresses = ",".join(f"127.0.0.1:{p}" for p in memcached_ports)
     out = scratch / f"{variant}-{scenario}-{count}.callgrind"
     if variant == "appserver":
