@@ -7,15 +7,15 @@ Why not aiomcache's commands: aiomcache 0.8.2 has two traps.
 2. ``_execute_simple_command`` loops on ``readline()`` until a line ends in CRLF; at EOF
    ``readline()`` returns ``b''`` at once, forever, without yielding: the event loop freezes.
 
-Here every operation runs under ``asyncio.timeout(operation_timeout)`` (connect included),
-its reply is read by a reader that raises on EOF and checks that a ``VALUE`` (or meta ``VA``)
-reply names the key asked for, and a timeout, EOF or protocol error closes the connection.
-A cancelled operation's reply is read and thrown away by the connection's reader, so it can
-never answer another operation (pipeline.py).
+Here every operation is bounded by operation_timeout (connect included; a reply parsed
+after its deadline counts as late), its reply is parsed as it arrives, EOF fails it, a
+``VALUE`` (or meta ``VA``) reply must name the key asked for, and a timeout, EOF or protocol
+error closes the connection. A cancelled operation's reply is parsed and thrown away, so it
+can never answer another operation (pipeline.py).
 
 Operations run pipelined on one connection taken from aiomcache's pool (pipeline.py): the
-commands of one loop iteration leave in one write and the replies are read in order by one
-reader. That also keeps clear of a third trap, the pool's queue: aiomcache's
+commands of one loop iteration leave in one write and the replies are parsed in order. That
+also keeps clear of a third trap, the pool's queue: aiomcache's
 ``MemcachePool.acquire`` waits on an ``asyncio.Queue``, where a connection put back goes to
 whoever asks next rather than to the longest waiter, so under a few dozen concurrent requests
 some waited for seconds, timed out, and a healthy node was marked dead.
