@@ -4,9 +4,9 @@ and each request's id.
 One wrapper around every route's handler does all of it, and it calls sessionstore's
 session middleware itself (`inner`): per request we can afford a dict add, a bucket count, a
 header and two int updates, but not aiohttp's middleware machinery, which costs about a
-twentieth of a small request for its first layer alone. The in-flight
-count is what graceful shutdown waits on: aiohttp's own shutdown stops reading from every
-connection at once, so a request whose body is still arriving would never complete.
+twentieth of a small request for its first layer alone. The in-flight count is what graceful
+shutdown waits on: aiohttp's own shutdown stops reading from every connection at once, so a
+request whose body is still arriving would never complete.
 
 The request id: the proxy sends `X-Request-ID` on every request it forwards; from a peer in
 trusted_proxies (the peers whose X-Forwarded-For is believed) a well-formed one is kept,
