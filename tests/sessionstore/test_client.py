@@ -46,6 +46,19 @@ async def test_operations_against_real_memcached(memcached: MemcachedProcess) ->
         assert stats["version"] == await client.version()
 
 
+async def test_large_values_cross_in_pieces_both_ways(memcached: MemcachedProcess) -> None:
+    """A value far above one read and one socket buffer: written with flow control (drain),
+    read back in many pieces, also with other replies in flight behind it."""
+    value = bytes(range(256)) * 3500  # 896,000 bytes, CRLFs inside
+    async with client_for(memcached.port, timeout=5.0) as client:
+        assert await client.set(b"large", value, 60)
+        assert await client.get(b"large") == value
+        found = await asyncio.gather(*(client.get_with_ttl(b"large") for _ in range(8)),
+                                     client.get(b"absent"))
+        assert all(entry is not None and entry[0] == value for entry in found[:8])
+        assert found[8] is None
+
+
 async def test_error_reply_is_not_a_node_failure(memcached_factory: object) -> None:
     server = memcached_factory(item_size_limit="512k")  # type: ignore[operator]
     async with client_for(server.port) as client:
