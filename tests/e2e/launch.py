@@ -25,7 +25,7 @@ from cluster.errors import ControlError
 from cluster.spawn import die_with_parent
 from cluster.status import MemberStatus
 from cluster.topology import Topology, load_topology
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -38,7 +38,7 @@ def topology_toml(
     roles: tuple[str, ...] = ("memcached", "appserver", "proxy"),
 ) -> str:
     """The classic two-host topology of cluster.toml, on free loopback ports."""
-    n1, n2, app1, app2, proxy = (free_port() for _ in range(5))
+    n1, n2, app1, app2, proxy = free_ports(5)
     parts = []
     if "memcached" in roles:
         parts.append(f"""

@@ -23,7 +23,7 @@ import pytest
 
 from cluster.spawn import die_with_parent
 from cluster.topology import load_topology
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 
 from .journey import Matcher, Step, journey_section, move_ports, parse_steps, symmetric_pairs
 from .launch import port_bound
@@ -112,7 +112,7 @@ def test_every_command_of_the_readme_journey_works_as_written(
     assert steps and steps[0].kind == "up" and steps[-1].kind == "interrupt", steps
     topology = load_topology(REPO / "cluster.toml")
     ports = {member.name: member.listen.port for member in topology.members}
-    moves = {port: free_port() for port in ports.values()}
+    moves = dict(zip(ports.values(), free_ports(len(ports)), strict=True))
     (workdir / "cluster.toml").write_text(
         move_ports((REPO / "cluster.toml").read_text(encoding="utf-8"), moves), encoding="utf-8"
     )
