@@ -9,6 +9,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from sessionstore import MANAGER_KEY, SessionManager
+from sessionstore.client import MemcachedClient
 from tests.support.memcached import MemcachedProcess
 
 from .apps import make_app, settings_for
@@ -16,6 +17,12 @@ from .apps import make_app, settings_for
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
 Factory = Callable[..., MemcachedProcess]
+
+
+def memcached_client(port: int, timeout: float = 0.5, pool_size: int = 2) -> MemcachedClient:
+    """The choke point's client for node n1 on a loopback port."""
+    return MemcachedClient(node="n1", host="127.0.0.1", port=port, operation_timeout=timeout,
+                           pool_size=pool_size)
 
 
 def manager_of(client: Client) -> SessionManager:

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 import aiomcache
 import pytest
 
-from sessionstore.client import MemcachedClient
 from sessionstore.errors import LoopStalledError, NodeFailureError, ServerReplyError
 from tests.support.memcached import MemcachedProcess
 from tests.support.ports import free_port
 
+from .clients import memcached_client
 from .faulty_servers import (
     CloseMidCommandServer,
     DelayingProxy,
@@ -24,13 +24,8 @@ from .faulty_servers import (
 )
 
 
-def client_for(port: int, timeout: float = 0.5, pool_size: int = 2) -> MemcachedClient:
-    return MemcachedClient(node="n1", host="127.0.0.1", port=port, operation_timeout=timeout,
-                           pool_size=pool_size)
-
-
 async def test_operations_against_real_memcached(memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port) as client:
+    async with memcached_client(memcached.port) as client:
         assert await client.get(b"k") is None
         assert await client.set(b"k", b"v\r\nwith crlf", 60)
         assert await client.get(b"k") == b"v\r\nwith crlf"
@@ -50,7 +45,7 @@ async def test_large_values_cross_in_pieces_both_ways(memcached: MemcachedProces
     """A value far above one read and one socket buffer: written with flow control (drain),
     read back in many pieces, also with other replies in flight behind it."""
     value = bytes(range(256)) * 3500  # 896,000 bytes, CRLFs inside
-    async with client_for(memcached.port, timeout=5.0) as client:
+    async with memcached_client(memcached.port, timeout=5.0) as client:
         assert await client.set(b"large", value, 60)
         assert await client.get(b"large") == value
         found = await asyncio.gather(*(client.get_with_ttl(b"large") for _ in range(8)),
@@ -61,7 +56,7 @@ async def test_large_values_cross_in_pieces_both_ways(memcached: MemcachedProces
 
 async def test_error_reply_is_not_a_node_failure(memcached_factory: object) -> None:
     server = memcached_factory(item_size_limit="512k")  # type: ignore[operator]
-    async with client_for(server.port) as client:
+    async with memcached_client(server.port) as client:
         with pytest.raises(ServerReplyError, match="SERVER_ERROR"):
             await client.set(b"big", b"x" * 600_000, 60)
         assert await client.set(b"small", b"ok", 60)  # the next operation is fine
@@ -69,13 +64,13 @@ async def test_error_reply_is_not_a_node_failure(memcached_factory: object) -> N
 
 
 async def test_refused_connection_is_a_node_failure() -> None:
-    async with client_for(free_port()) as client:
+    async with memcached_client(free_port()) as client:
         with pytest.raises(NodeFailureError):
             await client.get(b"k")
 
 
 async def test_bad_keys_never_reach_the_wire(memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port) as client:
+    async with memcached_client(memcached.port) as client:
         for key in (b"", b"a b", b"a\r\nflush_all", b"x" * 251):
             with pytest.raises(ValueError, match="invalid memcached key"):
                 await client.get(key)
@@ -83,7 +78,7 @@ async def test_bad_keys_never_reach_the_wire(memcached: MemcachedProcess) -> Non
 
 async def test_silent_node_times_out_within_operation_timeout() -> None:
     with SilentServer() as silent:
-        async with client_for(silent.port, timeout=0.3) as client:
+        async with memcached_client(silent.port, timeout=0.3) as client:
             started = time.monotonic()
             with pytest.raises(NodeFailureError, match="no reply within"):
                 await client.set(b"k", b"v", 60)
@@ -94,7 +89,7 @@ async def test_silent_node_times_out_within_operation_timeout() -> None:
 async def test_timed_out_connection_never_serves_a_stale_reply(
         memcached: MemcachedProcess) -> None:
     """Item 10: a reply that arrives after the timeout must not answer the next get."""
-    async with client_for(memcached.port) as direct:
+    async with memcached_client(memcached.port) as direct:
         await direct.set(b"session-a", b"data of a", 60)
         await direct.set(b"session-b", b"data of b", 60)
     with DelayingProxy(memcached.port) as proxy:
@@ -115,7 +110,7 @@ async def test_timed_out_connection_never_serves_a_stale_reply(
             await raw.close()
 
         # The choke point closes the timed-out connection: the next get is correct.
-        async with client_for(proxy.port, timeout=0.1, pool_size=1) as client:
+        async with memcached_client(proxy.port, timeout=0.1, pool_size=1) as client:
             assert await client.get(b"session-b") == b"data of b"
             forwarded = proxy.replies_forwarded
             proxy.reply_delay = 0.3
@@ -130,7 +125,7 @@ async def test_timed_out_connection_never_serves_a_stale_reply(
 
 async def test_silent_node_times_out_stats_too() -> None:
     with SilentServer() as silent:
-        async with client_for(silent.port, timeout=0.2) as client:
+        async with memcached_client(silent.port, timeout=0.2) as client:
             started = time.monotonic()
             with pytest.raises(NodeFailureError, match="no reply within"):
                 await client.stats()
@@ -140,10 +135,10 @@ async def test_silent_node_times_out_stats_too() -> None:
 async def test_timeout_while_the_event_loop_was_stalled_does_not_blame_the_node(
         memcached: MemcachedProcess) -> None:
     """A flood that hogs the loop makes every operation late; the node is not at fault."""
-    async with client_for(memcached.port) as direct:
+    async with memcached_client(memcached.port) as direct:
         await direct.set(b"k", b"value", 60)
     with DelayingProxy(memcached.port) as proxy:
-        async with client_for(proxy.port, timeout=0.1, pool_size=1) as client:
+        async with memcached_client(proxy.port, timeout=0.1, pool_size=1) as client:
             assert await client.get(b"k") == b"value"
             forwarded = proxy.replies_forwarded
             proxy.reply_delay = 0.05
@@ -159,9 +154,9 @@ async def test_timeout_while_the_event_loop_was_stalled_does_not_blame_the_node(
 
 async def test_cancelled_operation_closes_its_connection(memcached: MemcachedProcess) -> None:
     with DelayingProxy(memcached.port) as proxy:
-        async with client_for(memcached.port) as direct:
+        async with memcached_client(memcached.port) as direct:
             await direct.set(b"k", b"value", 60)
-        async with client_for(proxy.port, timeout=2.0, pool_size=1) as client:
+        async with memcached_client(proxy.port, timeout=2.0, pool_size=1) as client:
             forwarded = proxy.replies_forwarded
             proxy.reply_delay = 0.3
             task = asyncio.ensure_future(client.get(b"missing"))
@@ -176,7 +171,8 @@ async def test_cancelled_operation_closes_its_connection(memcached: MemcachedPro
 
 
 @pytest.mark.timeout(10, method="signal")
-@pytest.mark.parametrize("command", ["set", "add", "delete", "touch", "get", "stats"])
+@pytest.mark.parametrize("command",
+                         ["set", "add", "delete", "touch", "get", "get_with_ttl", "stats"])
 async def test_server_closing_mid_command_never_freezes_the_loop(command: str) -> None:
     """aiomcache's reply loop spins on readline() == b'' forever; ours raises at EOF."""
     ticks = 0
@@ -190,13 +186,14 @@ async def test_server_closing_mid_command_never_freezes_the_loop(command: str) -
     with CloseMidCommandServer() as server:
         running = asyncio.ensure_future(ticker())
         try:
-            async with client_for(server.port, timeout=2.0) as client:
+            async with memcached_client(server.port, timeout=2.0) as client:
                 operation: Callable[[], Awaitable[object]] = {
                     "set": lambda: client.set(b"k", b"v", 60),
                     "add": lambda: client.add(b"k", b"v", 60),
                     "delete": lambda: client.delete(b"k"),
                     "touch": lambda: client.touch(b"k", 60),
                     "get": lambda: client.get(b"k"),
+                    "get_with_ttl": lambda: client.get_with_ttl(b"k"),
                     "stats": lambda: client.stats(),
                 }[command]
                 started = time.monotonic()

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from sessionstore.client import MemcachedClient
 from sessionstore.errors import NodeFailureError
 from tests.support.memcached import MemcachedProcess
 
+from .clients import memcached_client
 from .faulty_servers import (
     CloseMidCommandServer,
     DelayingProxy,
@@ -24,14 +24,9 @@ from .faulty_servers import (
 )
 
 
-def client_for(port: int, timeout: float = 0.5, pool_size: int = 2) -> MemcachedClient:
-    return MemcachedClient(node="n1", host="127.0.0.1", port=port, operation_timeout=timeout,
-                           pool_size=pool_size)
-
-
 async def test_meta_get_returns_the_value_and_its_time_to_live(
         memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port) as client:
+    async with memcached_client(memcached.port) as client:
         assert await client.get_with_ttl(b"absent") is None
         assert await client.set(b"k", b"v\r\nEN\r\nwith crlf", 120)
         value, ttl = await client.get_with_ttl(b"k") or (b"", 0)
@@ -41,37 +36,13 @@ async def test_meta_get_returns_the_value_and_its_time_to_live(
         assert await client.get(b"k") == b"v\r\nEN\r\nwith crlf"  # the connection is in step
 
 
-@pytest.mark.timeout(10, method="signal")
-async def test_server_closing_mid_meta_get_never_freezes_the_loop() -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.005)
-
-    with CloseMidCommandServer() as server:
-        running = asyncio.ensure_future(ticker())
-        try:
-            async with client_for(server.port, timeout=2.0) as client:
-                started = time.monotonic()
-                with pytest.raises(NodeFailureError, match="closed"):
-                    await client.get_with_ttl(b"k")
-                assert time.monotonic() - started < 1.0  # EOF, not the 2 s timeout
-            await asyncio.sleep(0.05)
-            assert ticks > 1
-        finally:
-            running.cancel()
-
-
 async def test_timed_out_meta_get_never_serves_a_stale_reply(
         memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port) as direct:
+    async with memcached_client(memcached.port) as direct:
         await direct.set(b"session-a", b"data of a", 60)
         await direct.set(b"session-b", b"data of b", 60)
     with DelayingProxy(memcached.port) as proxy:
-        async with client_for(proxy.port, timeout=0.1, pool_size=1) as client:
+        async with memcached_client(proxy.port, timeout=0.1, pool_size=1) as client:
             assert (await client.get_with_ttl(b"session-b") or (b"",))[0] == b"data of b"
             forwarded = proxy.replies_forwarded
             proxy.reply_delay = 0.3
@@ -84,10 +55,10 @@ async def test_timed_out_meta_get_never_serves_a_stale_reply(
 
 
 async def test_cancelled_meta_get_closes_its_connection(memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port) as direct:
+    async with memcached_client(memcached.port) as direct:
         await direct.set(b"k", b"value", 60)
     with DelayingProxy(memcached.port) as proxy:
-        async with client_for(proxy.port, timeout=2.0, pool_size=1) as client:
+        async with memcached_client(proxy.port, timeout=2.0, pool_size=1) as client:
             forwarded = proxy.replies_forwarded
             proxy.reply_delay = 0.3
             task = asyncio.ensure_future(client.get_with_ttl(b"missing"))
@@ -103,7 +74,7 @@ async def test_cancelled_meta_get_closes_its_connection(memcached: MemcachedProc
 
 async def test_a_meta_reply_for_another_key_discards_the_connection() -> None:
     with WrongReplyServer(b"VA 1 t10 kother\r\nx\r\n") as server:
-        async with client_for(server.port, pool_size=1) as client:
+        async with memcached_client(server.port, pool_size=1) as client:
             with pytest.raises(NodeFailureError, match="asked for"):
                 await client.get_with_ttl(b"mine")
             with pytest.raises(NodeFailureError, match="asked for"):
@@ -114,7 +85,7 @@ async def test_bytes_nobody_asked_for_discard_the_connection() -> None:
     """A second reply to one command: the connection is out of step, so it goes, and the
     next command gets a fresh one (where the stray reply would have answered it)."""
     with WrongReplyServer(b"STORED\r\nSTORED\r\n") as server:
-        async with client_for(server.port, pool_size=1) as client:
+        async with memcached_client(server.port, pool_size=1) as client:
             assert await client.set(b"k", b"v", 60)
             await asyncio.sleep(0.05)  # the stray STORED has arrived by now
             assert await client.set(b"k", b"v", 60)
@@ -127,7 +98,7 @@ async def test_a_reply_longer_than_any_fails_at_once(reply: bytes) -> None:
     """Neither a line without end nor an announced value of gigabytes is waited for (nor
     buffered): the operation fails as soon as the bytes show it, not at its timeout."""
     with WrongReplyServer(reply) as server:
-        async with client_for(server.port, timeout=2.0, pool_size=1) as client:
+        async with memcached_client(server.port, timeout=2.0, pool_size=1) as client:
             started = time.monotonic()
             with pytest.raises(NodeFailureError, match=r"longer than|bad value length"):
                 await client.get(b"k")
@@ -136,7 +107,7 @@ async def test_a_reply_longer_than_any_fails_at_once(reply: bytes) -> None:
 
 async def test_killed_memcached_fails_operations_and_a_restarted_one_serves_again(
         memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port, pool_size=2) as client:
+    async with memcached_client(memcached.port, pool_size=2) as client:
         assert await client.set(b"k", b"v", 60)
         memcached.kill()
         with pytest.raises(NodeFailureError):
@@ -156,7 +127,7 @@ async def test_no_operation_starves_under_contention(memcached: MemcachedProcess
     """40 callers looping for 1.5 s: none waits long (behind aiomcache's pool queue, which
     lets newcomers take a connection a waiter was woken for, some waited seconds, timed out,
     and a healthy node got marked dead)."""
-    async with client_for(memcached.port, timeout=1.0, pool_size=1) as client:
+    async with memcached_client(memcached.port, timeout=1.0, pool_size=1) as client:
         await client.set(b"k", b"v" * 200, 60)
         slowest = 0.0
         deadline = time.monotonic() + 1.5
@@ -176,7 +147,7 @@ async def test_operations_in_flight_on_a_silent_node_all_fail_within_the_timeout
     """Ten operations pipelined on one connection to a node that never answers: the first
     timeout discards the connection and with it every operation still waiting on it."""
     with SilentServer() as silent:
-        async with client_for(silent.port, timeout=0.3) as client:
+        async with memcached_client(silent.port, timeout=0.3) as client:
             started = time.monotonic()
             outcomes = await asyncio.gather(
                 *(client.get_with_ttl(b"k%d" % i) for i in range(10)), return_exceptions=True)
@@ -188,7 +159,7 @@ async def test_operations_in_flight_on_a_silent_node_all_fail_within_the_timeout
 @pytest.mark.timeout(10, method="signal")
 async def test_server_closing_with_operations_in_flight_fails_them_all_at_once() -> None:
     with CloseMidCommandServer() as server:
-        async with client_for(server.port, timeout=2.0) as client:
+        async with memcached_client(server.port, timeout=2.0) as client:
             started = time.monotonic()
             outcomes = await asyncio.gather(
                 client.set(b"a", b"1", 60), client.get_with_ttl(b"b"), client.touch(b"c", 60),
@@ -200,11 +171,11 @@ async def test_server_closing_with_operations_in_flight_fails_them_all_at_once()
 
 async def test_a_cancelled_operation_in_the_middle_leaves_the_others_their_replies(
         memcached: MemcachedProcess) -> None:
-    async with client_for(memcached.port) as direct:
+    async with memcached_client(memcached.port) as direct:
         for key in (b"a", b"b", b"c"):
             await direct.set(key, b"value of " + key, 60)
     with DelayingProxy(memcached.port) as proxy:
-        async with client_for(proxy.port, timeout=2.0) as client:
+        async with memcached_client(proxy.port, timeout=2.0) as client:
             await client.get(b"a")  # connected
             proxy.reply_delay = 0.2
             first = asyncio.ensure_future(client.get_with_ttl(b"a"))
