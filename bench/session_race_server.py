@@ -21,7 +21,7 @@ import secrets
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -80,19 +80,25 @@ async def apply_form(request: web.Request, session: MutableMapping[str, Any]) ->
         session[name] = value
 
 
-def bare_app() -> web.Application:
-    sessions: dict[str, dict[str, str]] = {}
+# What a bare variant answers for a session: (request, id, new, created, attributes).
+Render = Callable[[web.Request, str, bool, float, dict[str, str]], web.Response]
+
+
+def bare_app(render: Render) -> web.Application:
+    """Sessions in a dict in this process: the floor every other variant is measured on."""
+    sessions: dict[str, tuple[float, dict[str, str]]] = {}
 
     async def test(request: web.Request) -> web.Response:
         sid = request.cookies.get(COOKIE)
-        attributes = sessions.get(sid) if sid is not None else None
-        new = attributes is None
-        if attributes is None:
+        held = sessions.get(sid) if sid is not None else None
+        new = held is None
+        if held is None:
             sid = secrets.token_hex(16).upper()
-            attributes = sessions[sid] = {}
+            held = sessions[sid] = (time.time(), {})
         assert sid is not None
+        created, attributes = held
         await apply_form(request, attributes)
-        response = page(sid, new, attributes.items())
+        response = render(request, sid, new, created, attributes)
         if new:
             response.set_cookie(COOKIE, sid, path="/", httponly=True)
         return response
@@ -102,39 +108,28 @@ def bare_app() -> web.Application:
     return app
 
 
-def bare_page_app(port: int) -> web.Application:
-    """The bare handler with the app server's page: what `python -m appserver` renders for
-    /test (the same DemoPage, Server Info, session times, sign-in and forms), sessions in a
-    dict, so that the app server's layers are all that differs between the two."""
-    sessions: dict[str, tuple[float, dict[str, str]]] = {}
+def small_page(request: web.Request, sid: str, new: bool, created: float,
+               attributes: dict[str, str]) -> web.Response:
+    return page(sid, new, attributes.items())
+
+
+def demo_page(port: int) -> Render:
+    """The app server's own /test page (the same DemoPage, Server Info, session times,
+    sign-in and forms): with it, the app server's layers are all that differs between
+    `bare-page` and `python -m appserver`."""
     assets = load_assets()
     demo = DemoPage(route="app1", css_url=asset_url(assets, "style.css"),
                     logo_url=asset_url(assets, "logo.png"))
     address = f"127.0.0.1:{port}"
 
-    async def test(request: web.Request) -> web.Response:
-        sid = request.cookies.get(COOKIE)
-        now = time.time()
-        held = sessions.get(sid) if sid is not None else None
-        new = held is None
-        if held is None:
-            sid = secrets.token_hex(16).upper()
-            held = sessions[sid] = (now, {})
-        assert sid is not None
-        created, attributes = held
-        await apply_form(request, attributes)
-        user = attributes.get("user")
-        view = SessionView(address, sid, new, created, now, MAX_INACTIVE_INTERVAL,
-                           attributes.items(), "/test", "/logout", user=user)
-        response = web.Response(text=demo.html(view, request.remote or "unknown"),
-                                content_type="text/html")
-        if new:
-            response.set_cookie(COOKIE, sid, path="/", httponly=True)
-        return response
+    def render(request: web.Request, sid: str, new: bool, created: float,
+               attributes: dict[str, str]) -> web.Response:
+        view = SessionView(address, sid, new, created, time.time(), MAX_INACTIVE_INTERVAL,
+                           attributes.items(), "/test", "/logout", user=attributes.get("user"))
+        return web.Response(text=demo.html(view, request.remote or "unknown"),
+                            content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/test", test)
-    return app
+    return render
 
 
 async def aiohttp_session_test(request: web.Request) -> web.Response:
@@ -206,9 +201,9 @@ def sessionstore_app(nodes: list[tuple[str, int]], *, sticky: bool) -> web.Appli
 
 def build_app(variant: str, port: int, nodes: list[tuple[str, int]]) -> web.Application:
     if variant == "bare":
-        return bare_app()
+        return bare_app(small_page)
     if variant == "bare-page":
-        return bare_page_app(port)
+        return bare_app(demo_page(port))
     if variant == "aiohttp-session":
         return memcached_storage_app(*nodes[0])
     if variant == "adapter":
