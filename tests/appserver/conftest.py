@@ -13,7 +13,7 @@ from appserver import create_app
 from tests.support.memcached import MemcachedProcess
 
 from .apps import AppClient, Client, settings_for
-from .processes import AppServerProcess, start_appserver, stop_process
+from .processes import AppServerProcess, appserver_with_memcached, start_appserver, stop_process
 
 
 @pytest.fixture
@@ -49,19 +49,9 @@ def appserver_process(tmp_path: Path) -> Iterator[Callable[..., AppServerProcess
 def logged_appserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServerProcess]:
     """One `python -m appserver` with its access log on, shared by a module's tests (each
     tags its requests through User-Agent to find its own log lines), and its memcached."""
-    memcached = MemcachedProcess().start()
-    try:
-        server = start_appserver(
-            "app1",
-            memcached,
-            log_dir=tmp_path_factory.mktemp("appserver"),
-            ACCESS_LOG="true",
-            # Each test makes a session or two, all from 127.0.0.1: no creation rate limit.
-            SESSION_CREATE_RATE="0",
-        )
-        try:
-            yield server
-        finally:
-            stop_process(server.process)
-    finally:
-        memcached.kill()
+    yield from appserver_with_memcached(
+        tmp_path_factory.mktemp("appserver"),
+        ACCESS_LOG="true",
+        # Each test makes a session or two, all from 127.0.0.1: no creation rate limit.
+        SESSION_CREATE_RATE="0",
+    )

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,20 @@ def start_appserver(
         stop_process(process)
         raise
     return AppServerProcess(process, port, log)
+
+
+def appserver_with_memcached(log_dir: Path, **env: str) -> Iterator[AppServerProcess]:
+    """app1 with a memcached of its own (node n1), both stopped when the generator ends:
+    the body of a fixture that yields from it."""
+    memcached = MemcachedProcess().start()
+    try:
+        server = start_appserver("app1", memcached, log_dir=log_dir, **env)
+        try:
+            yield server
+        finally:
+            stop_process(server.process)
+    finally:
+        memcached.kill()
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -15,7 +15,14 @@ from proxy.settings import settings_from_mapping
 from tests.support.memcached import MemcachedProcess
 
 from .apps import AppClient
-from .processes import AppServerProcess, exchange, request, start_appserver, stop_process
+from .processes import (
+    AppServerProcess,
+    appserver_with_memcached,
+    exchange,
+    request,
+    start_appserver,
+    stop_process,
+)
 
 OWN_ID = re.compile(r"[0-9a-f]{32}")
 # nginx's combined format, then $request_id and $request_time.
@@ -75,24 +82,12 @@ async def test_the_proxy_s_id_is_kept_from_a_trusted_peer_only(
 @pytest.fixture(scope="module")
 def text_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServerProcess]:
     """`python -m appserver` with the defaults: access log on, text lines."""
-    yield from appserver_with(tmp_path_factory.mktemp("text"))
+    yield from appserver_with_memcached(tmp_path_factory.mktemp("text"))
 
 
 @pytest.fixture(scope="module")
 def json_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServerProcess]:
-    yield from appserver_with(tmp_path_factory.mktemp("json"), LOG_FORMAT="json")
-
-
-def appserver_with(log_dir: Path, **env: str) -> Iterator[AppServerProcess]:
-    memcached = MemcachedProcess().start()
-    try:
-        server = start_appserver("app1", memcached, log_dir=log_dir, **env)
-        try:
-            yield server
-        finally:
-            stop_process(server.process)
-    finally:
-        memcached.kill()
+    yield from appserver_with_memcached(tmp_path_factory.mktemp("json"), LOG_FORMAT="json")
 
 
 async def test_an_access_line_is_combined_plus_the_request_id_and_time(
