@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from appserver_bench import REPO, free_port
+from appserver_bench import REPO, free_port, wait_for_port
 from session_race import ATTRIBUTES, NODES, SERVER, VARIANTS, memcached_args
 
 SCENARIOS = ("GET", "POST")
@@ -86,18 +86,6 @@ def post(cookie: bytes, name: str, value: str) -> bytes:
             b"Content-Type: application/x-www-form-urlencoded\r\n"
             + (b"Cookie: JSESSIONID=" + cookie + b"\r\n" if cookie else b"")
             + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def drive(port: int, scenario: str, count: int) -> None:
@@ -161,8 +149,8 @@ def instructions(variant: str, scenario: str, count: int, scratch: Path) -> int:
         env = dict(os.environ)
         command = [sys.executable, str(SERVER), variant, str(port), addresses]
     memcached = [subprocess.Popen(memcached_args(p)) for p in memcached_ports]
-    for memcached_port in memcached_ports:  # up before the server probes them
-        wait_for_port(memcached_port)
+    for proc, memcached_port in zip(memcached, memcached_ports, strict=True):
+        wait_for_port(proc, memcached_port)  # up before the server probes them
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -45,7 +45,6 @@ import aiohttp_session
 from aiohttp import hdrs, web
 
 from .assembly import build_manager
-from .client_address import IPAddress, client_address
 from .cookies import SessionCookies
 from .errors import (
     LockTimeoutError,
@@ -58,7 +57,7 @@ from .locking import HeldLock
 from .manager import SessionManager
 from .session import Session
 from .settings import SessionStoreSettings
-from .tracking import is_https, requested_id
+from .tracking import is_https, requested_id, requesting_client
 
 _RETRY_AFTER_SECONDS = "1"
 
@@ -269,8 +268,8 @@ class MemcachedHAStorage(aiohttp_session.AbstractStorage):
         entry.done = True
         dropped = False
         try:
-            work = self.manager.plan_save(current, path, client=lambda: _client(request,
-                                                                                self.manager))
+            work = self.manager.plan_save(
+                current, path, client=requesting_client(request, self.manager.trusted_proxies))
         except SessionTooLargeError as exc:
             work = None
             _refuse(response, 413, str(exc))
@@ -338,12 +337,6 @@ class MemcachedHAStorage(aiohttp_session.AbstractStorage):
             background = asyncio.ensure_future(work)
             self._background.add(background)
             background.add_done_callback(self._background.discard)
-
-
-def _client(request: web.Request, manager: SessionManager) -> IPAddress | None:
-    headers = request.headers
-    return client_address(request.remote, headers.get("X-Real-IP"),
-                          headers.getall("X-Forwarded-For", ()), manager.trusted_proxies)
 
 
 def _unavailable(exc: SessionStoreError) -> web.HTTPServiceUnavailable:

@@ -25,7 +25,6 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from .assembly import build_manager
-from .client_address import IPAddress, TrustedProxies, client_address
 from .cookies import SessionCookies
 from .errors import (
     LockTimeoutError,
@@ -36,10 +35,9 @@ from .errors import (
 )
 from .locking import HeldLock
 from .manager import SessionManager
-from .planning import ClientAddress
 from .session import Session
 from .settings import SessionStoreSettings
-from .tracking import is_https, requested_id, with_session_id
+from .tracking import is_https, requested_id, requesting_client, with_session_id
 
 MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("sessionstore_manager", SessionManager)
 
@@ -64,16 +62,6 @@ class _RequestSession:
         self.cookie_sent = False
         self.lock: HeldLock | None = None
         self.ended: list[Session] = []
-
-
-def _client_of(request: web.Request, trusted: TrustedProxies) -> ClientAddress:
-    """Who asks for a new session (computed only when one is first stored)."""
-    def client() -> IPAddress | None:
-        headers = request.headers
-        return client_address(request.remote, headers.get("X-Real-IP"),
-                              headers.getall("X-Forwarded-For", ()), trusted)
-
-    return client
 
 
 _STATE_KEY: web.RequestKey[_RequestSession] = web.RequestKey("sessionstore_state",
@@ -205,7 +193,7 @@ def session_middleware(manager: SessionManager) -> Middleware:
         dropped = False  # not stored at all (rate limit): no cookie either way
         try:
             work = plan_save(session, path,
-                             client=_client_of(request, manager.trusted_proxies))
+                             client=requesting_client(request, manager.trusted_proxies))
         except SessionTooLargeError as exc:
             work = None
             if not response.prepared:  # a streamed response is already on its way

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from .client_address import TrustedProxies
+from .client_address import IPAddress, TrustedProxies, client_address
+from .planning import ClientAddress
 from .settings import SessionStoreSettings
 
 
@@ -71,3 +72,15 @@ def is_https(request: web.BaseRequest, trusted: TrustedProxies) -> bool:
     if forwarded is not None and peer and trusted.trusts_peer(peer):
         return forwarded.rpartition(",")[2].strip().lower() == "https"
     return request.scheme == "https"
+
+
+def requesting_client(request: web.BaseRequest, trusted: TrustedProxies) -> ClientAddress:
+    """Who asks for a new session, as the creation rate limit counts it: worked out only
+    when a session is first stored. A closure, not state kept on the request's side: the
+    request holding something that holds it would be a cycle left to the collector."""
+    def client() -> IPAddress | None:
+        headers = request.headers
+        return client_address(request.remote, headers.get("X-Real-IP"),
+                              headers.getall("X-Forwarded-For", ()), trusted)
+
+    return client
