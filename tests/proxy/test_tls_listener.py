@@ -10,7 +10,8 @@ import logging
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from socket import AF_INET, AF_INET6
 from typing import Any, TypeVar, cast
@@ -88,14 +89,21 @@ class Hello(asyncio.Protocol):
             self.transport.writelines((head, body))
 
 
-async def listening(
+def store_of(pair: ServerCertificate) -> CertificateStore:
+    return CertificateStore(str(pair.certificate), str(pair.key))
+
+
+@asynccontextmanager
+async def serving(
     store: CertificateStore,
     host: str | None = "127.0.0.1",
     *,
     hello_timeout: float = HELLO_TIMEOUT,
     handshake_timeout: float = 2.0,
     deferred_accept: bool = False,
-) -> tuple[TlsListener, list[Hello]]:
+) -> AsyncIterator[tuple[TlsListener, list[Hello]]]:
+    """A listener on a free port and the protocols it opened; closed, with every connection
+    it handed over, when the block ends."""
     opened: list[Hello] = []
     listener = await TlsListener.start(
         host,
@@ -106,16 +114,15 @@ async def listening(
         handshake_timeout=handshake_timeout,
         deferred_accept=deferred_accept,
     )
-    return listener, opened
-
-
-async def shut(listener: TlsListener, opened: list[Hello]) -> None:
-    listener.close()
-    await asyncio.wait_for(listener.wait_closed(), TIMEOUT)
-    for protocol in opened:
-        if protocol.transport is not None:
-            protocol.transport.abort()
-    await asyncio.sleep(0)
+    try:
+        yield listener, opened
+    finally:
+        listener.close()
+        await asyncio.wait_for(listener.wait_closed(), TIMEOUT)
+        for protocol in opened:
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        await asyncio.sleep(0)
 
 
 def client(ca: TestCertificateAuthority, *alpn: str) -> ssl.SSLContext:
@@ -177,9 +184,8 @@ def test_a_handshake_and_a_request_negotiate_http11(
     run: Run[None], ca: TestCertificateAuthority, first: ServerCertificate, deferred_accept: bool
 ) -> None:
     async def journey() -> None:
-        store = CertificateStore(str(first.certificate), str(first.key))
-        listener, opened = await listening(store, deferred_accept=deferred_accept)
-        try:
+        store = store_of(first)
+        async with serving(store, deferred_accept=deferred_accept) as (listener, _):
             # The client trusts the root only: the intermediate came from the chain file.
             reader, writer = await connect(listener.port, client(ca, "h2", "http/1.1"))
             assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
@@ -192,8 +198,6 @@ def test_a_handshake_and_a_request_negotiate_http11(
             assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
             assert await request(reader, writer) == HELLO_V4
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -202,24 +206,18 @@ def test_ipv6_and_all_interfaces_on_one_free_port(
     run: Run[None], ca: TestCertificateAuthority, first: ServerCertificate
 ) -> None:
     async def journey() -> None:
-        store = CertificateStore(str(first.certificate), str(first.key))
-        listener, opened = await listening(store, host="::1")
-        try:
+        store = store_of(first)
+        async with serving(store, host="::1") as (listener, _):
             reader, writer = await connect(listener.port, client(ca), host="::1")
             assert await request(reader, writer) == b"hello tls=yes ::1>::1"
             await close(writer)
-        finally:
-            await shut(listener, opened)
-        listener, opened = await listening(store, host=None)  # 0.0.0.0 and ::, as nginx's *
-        try:
+        async with serving(store, host=None) as (listener, _):  # 0.0.0.0 and ::, as nginx's *
             assert {sock.getsockname()[1] for sock in listener.sockets} == {listener.port}
             assert {sock.family for sock in listener.sockets} == {AF_INET, AF_INET6}
             for host in ("127.0.0.1", "::1"):
                 reader, writer = await connect(listener.port, client(ca), host=host)
                 assert await request(reader, writer) == f"hello tls=yes {host}>{host}".encode()
                 await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -228,15 +226,12 @@ def test_a_client_offering_only_h2_gets_a_handshake_failure(
     run: Run[None], ca: TestCertificateAuthority, first: ServerCertificate
 ) -> None:
     async def journey() -> None:
-        listener, opened = await listening(CertificateStore(str(first.certificate), str(first.key)))
-        try:
+        async with serving(store_of(first)) as (listener, opened):
             started = time.monotonic()
             with pytest.raises(ssl.SSLError, match="no application protocol"):
                 await connect(listener.port, client(ca, "h2"))
             assert time.monotonic() - started < 1.0
             assert opened == []
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -246,9 +241,8 @@ def test_plain_http_to_the_ssl_port_gets_a_400_and_is_closed_within_a_second(
     run: Run[None], first: ServerCertificate, deferred_accept: bool
 ) -> None:
     async def journey() -> None:
-        store = CertificateStore(str(first.certificate), str(first.key))
-        listener, opened = await listening(store, deferred_accept=deferred_accept)
-        try:
+        store = store_of(first)
+        async with serving(store, deferred_accept=deferred_accept) as (listener, opened):
             started = time.monotonic()
             reader, writer = await raw(listener.port)
             writer.write(b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc")
@@ -261,8 +255,6 @@ def test_plain_http_to_the_ssl_port_gets_a_400_and_is_closed_within_a_second(
             assert PLAIN_ANSWER in body
             assert opened == []  # nothing of it reached a protocol
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -271,15 +263,12 @@ def test_a_silent_client_is_closed_at_the_deadline(
     run: Run[None], first: ServerCertificate
 ) -> None:
     async def journey() -> None:
-        listener, opened = await listening(CertificateStore(str(first.certificate), str(first.key)))
-        try:
+        async with serving(store_of(first)) as (listener, _):
             started = time.monotonic()
             reader, writer = await raw(listener.port)
             assert await read_all(reader) == b""
             assert HELLO_TIMEOUT * 0.8 < time.monotonic() - started < HELLO_TIMEOUT + 1.0
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -288,8 +277,7 @@ def test_half_a_client_hello_then_silence_is_closed_at_the_deadline(
     run: Run[None], ca: TestCertificateAuthority, first: ServerCertificate
 ) -> None:
     async def journey() -> None:
-        listener, opened = await listening(CertificateStore(str(first.certificate), str(first.key)))
-        try:
+        async with serving(store_of(first)) as (listener, opened):
             hello = client_hello(client(ca))
             half = hello[: len(hello) // 2]
             # Stuck in the record header, in the body, and in the body with the client's FIN.
@@ -305,8 +293,6 @@ def test_half_a_client_hello_then_silence_is_closed_at_the_deadline(
                 assert time.process_time() - cpu < HELLO_TIMEOUT / 4
                 await close(writer)
             assert opened == []
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -317,8 +303,7 @@ def test_a_client_hello_in_pieces_is_waited_for_and_served(
     """The first record arrives in three segments; the handshake then runs in memory."""
 
     async def journey() -> None:
-        listener, opened = await listening(CertificateStore(str(first.certificate), str(first.key)))
-        try:
+        async with serving(store_of(first)) as (listener, _):
             reader, writer = await raw(listener.port)
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             tls = client(ca, "http/1.1").wrap_bio(incoming, outgoing, server_hostname="localhost")
@@ -358,8 +343,6 @@ def test_a_client_hello_in_pieces_is_waited_for_and_served(
                         answer += data
             assert answer.startswith(b"HTTP/1.1 200 OK")
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -376,8 +359,7 @@ def test_reload_serves_new_connections_the_new_certificate_and_open_ones_keep_wo
 
     async def journey() -> None:
         store = CertificateStore(str(certificate), str(key))
-        listener, opened = await listening(store)
-        try:
+        async with serving(store) as (listener, _):
             old_reader, old_writer = await connect(listener.port, client(ca))
             assert serial(old_writer) == first.serial
             install(second, certificate, key)
@@ -389,8 +371,6 @@ def test_reload_serves_new_connections_the_new_certificate_and_open_ones_keep_wo
             assert serial(old_writer) == first.serial
             await close(writer)
             await close(old_writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -407,8 +387,7 @@ def test_a_broken_certificate_on_reload_keeps_the_old_one_and_logs_one_line(
 
     async def journey() -> None:
         store = CertificateStore(str(certificate), str(key))
-        listener, opened = await listening(store)
-        try:
+        async with serving(store) as (listener, _):
             install(broken_certificate(tmp_path / "broken"), certificate, key)
             with caplog.at_level(logging.INFO, logger="proxy"):
                 line = store.reload()
@@ -421,8 +400,6 @@ def test_a_broken_certificate_on_reload_keeps_the_old_one_and_logs_one_line(
             assert serial(writer) == first.serial
             assert await request(reader, writer) == HELLO_V4
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -431,9 +408,8 @@ def test_a_client_stalling_after_its_client_hello_is_closed_at_the_handshake_tim
     run: Run[None], ca: TestCertificateAuthority, first: ServerCertificate
 ) -> None:
     async def journey() -> None:
-        store = CertificateStore(str(first.certificate), str(first.key))
-        listener, opened = await listening(store, handshake_timeout=0.5)
-        try:
+        store = store_of(first)
+        async with serving(store, handshake_timeout=0.5) as (listener, opened):
             started = time.monotonic()
             reader, writer = await raw(listener.port)
             writer.write(client_hello(client(ca)))  # and never the client's Finished
@@ -441,8 +417,6 @@ def test_a_client_stalling_after_its_client_hello_is_closed_at_the_handshake_tim
             assert 0.4 < time.monotonic() - started < 1.5
             assert opened == []
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
@@ -451,17 +425,16 @@ def test_close_drops_connections_not_yet_handed_to_a_protocol(
     run: Run[None], ca: TestCertificateAuthority, first: ServerCertificate
 ) -> None:
     async def journey() -> None:
-        store = CertificateStore(str(first.certificate), str(first.key))
-        listener, opened = await listening(store, hello_timeout=30.0, handshake_timeout=30.0)
-        silent_reader, silent = await raw(listener.port)
-        stalled_reader, stalled = await raw(listener.port)
-        stalled.write(client_hello(client(ca)))
-        plain_reader, plain = await raw(listener.port)
-        plain.write(b"GET / HTTP/1.1\r\n")  # answered, then read until it hangs up
-        await asyncio.wait_for(plain_reader.readuntil(b"</html>\r\n"), TIMEOUT)
-        await asyncio.wait_for(stalled_reader.readexactly(1), TIMEOUT)  # in the handshake
-        started = time.monotonic()
-        await shut(listener, opened)
+        store = store_of(first)
+        async with serving(store, hello_timeout=30.0, handshake_timeout=30.0) as (listener, _):
+            silent_reader, silent = await raw(listener.port)
+            stalled_reader, stalled = await raw(listener.port)
+            stalled.write(client_hello(client(ca)))
+            plain_reader, plain = await raw(listener.port)
+            plain.write(b"GET / HTTP/1.1\r\n")  # answered, then read until it hangs up
+            await asyncio.wait_for(plain_reader.readuntil(b"</html>\r\n"), TIMEOUT)
+            await asyncio.wait_for(stalled_reader.readexactly(1), TIMEOUT)  # in the handshake
+            started = time.monotonic()
         assert await read_all(silent_reader) == b""
         with contextlib.suppress(ConnectionResetError):  # TLS aborts the stalled handshake
             await read_all(stalled_reader)
@@ -480,8 +453,7 @@ def test_ssl_protocols_bound_the_versions(
 ) -> None:
     async def journey() -> None:
         store = CertificateStore(str(first.certificate), str(first.key), protocols=["TLSv1.3"])
-        listener, opened = await listening(store)
-        try:
+        async with serving(store) as (listener, _):
             old = client(ca)
             old.maximum_version = ssl.TLSVersion.TLSv1_2
             # Both loops' TLS abort a failed handshake, as asyncio.start_server(ssl=) does:
@@ -491,8 +463,6 @@ def test_ssl_protocols_bound_the_versions(
             _reader, writer = await connect(listener.port, client(ca))
             assert writer.get_extra_info("ssl_object").version() == "TLSv1.3"
             await close(writer)
-        finally:
-            await shut(listener, opened)
 
     run(journey())
 
