@@ -47,11 +47,6 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run[Any]]:
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCertificateAuthority:
-    return TestCertificateAuthority(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
 def first(ca: TestCertificateAuthority) -> ServerCertificate:
     return ca.issue("first")
 

@@ -31,11 +31,6 @@ RELOADED = "TLS certificate reloaded"
 FAILED = "TLS certificate reload failed"
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCertificateAuthority:
-    return TestCertificateAuthority(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
 async def upstream() -> AsyncIterator[RawUpstream]:
     server = await RawUpstream("app1").start()

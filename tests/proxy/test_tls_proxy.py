@@ -27,11 +27,6 @@ SAME_CHUNKED = (
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCertificateAuthority:
-    return TestCertificateAuthority(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
 def certificate(ca: TestCertificateAuthority) -> ServerCertificate:
     return ca.issue("proxy")
 
