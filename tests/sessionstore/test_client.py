@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import aiomcache
 import pytest
 
+from sessionstore.client import MemcachedClient
 from sessionstore.errors import LoopStalledError, NodeFailureError, ServerReplyError
 from tests.support.memcached import MemcachedProcess
 from tests.support.ports import free_port
@@ -152,14 +153,24 @@ async def test_timeout_while_the_event_loop_was_stalled_does_not_blame_the_node(
             assert await client.get(b"k") == b"value"
 
 
-async def test_cancelled_operation_closes_its_connection(memcached: MemcachedProcess) -> None:
+async def value_of(client: MemcachedClient, command: str, key: bytes) -> bytes | None:
+    """What `get`, or the meta get (`get_with_ttl`), finds under `key`."""
+    if command == "get":
+        return await client.get(key)
+    found = await client.get_with_ttl(key)
+    return None if found is None else found[0]
+
+
+@pytest.mark.parametrize("command", ["get", "get_with_ttl"])
+async def test_cancelled_operation_closes_its_connection(memcached: MemcachedProcess,
+                                                         command: str) -> None:
     with DelayingProxy(memcached.port) as proxy:
         async with memcached_client(memcached.port) as direct:
             await direct.set(b"k", b"value", 60)
         async with memcached_client(proxy.port, timeout=2.0, pool_size=1) as client:
             forwarded = proxy.replies_forwarded
             proxy.reply_delay = 0.3
-            task = asyncio.ensure_future(client.get(b"missing"))
+            task = asyncio.ensure_future(value_of(client, command, b"missing"))
             await asyncio.sleep(0.05)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -167,7 +178,7 @@ async def test_cancelled_operation_closes_its_connection(memcached: MemcachedPro
             proxy.reply_delay = 0.0
             await wait_until_forwarded(proxy, forwarded + 1)
             await asyncio.sleep(0.05)
-            assert await client.get(b"k") == b"value"
+            assert await value_of(client, command, b"k") == b"value"
 
 
 @pytest.mark.timeout(10, method="signal")

@@ -54,24 +54,6 @@ async def test_timed_out_meta_get_never_serves_a_stale_reply(
             assert (await client.get_with_ttl(b"session-b") or (b"",))[0] == b"data of b"
 
 
-async def test_cancelled_meta_get_closes_its_connection(memcached: MemcachedProcess) -> None:
-    async with memcached_client(memcached.port) as direct:
-        await direct.set(b"k", b"value", 60)
-    with DelayingProxy(memcached.port) as proxy:
-        async with memcached_client(proxy.port, timeout=2.0, pool_size=1) as client:
-            forwarded = proxy.replies_forwarded
-            proxy.reply_delay = 0.3
-            task = asyncio.ensure_future(client.get_with_ttl(b"missing"))
-            await asyncio.sleep(0.05)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            proxy.reply_delay = 0.0
-            await wait_until_forwarded(proxy, forwarded + 1)
-            await asyncio.sleep(0.05)
-            assert (await client.get_with_ttl(b"k") or (b"",))[0] == b"value"
-
-
 async def test_a_meta_reply_for_another_key_discards_the_connection() -> None:
     with WrongReplyServer(b"VA 1 t10 kother\r\nx\r\n") as server:
         async with memcached_client(server.port, pool_size=1) as client:
