@@ -25,6 +25,15 @@ def memcached_client(port: int, timeout: float = 0.5, pool_size: int = 2) -> Mem
                            pool_size=pool_size)
 
 
+async def two_nodes(aiohttp_client: ClientFactory, memcached_factory: Factory,
+                    **overrides: object) -> tuple[Client, MemcachedProcess, MemcachedProcess]:
+    """A non-sticky app on two memcached nodes of its own (n1, n2)."""
+    n1, n2 = memcached_factory(), memcached_factory()
+    client = await aiohttp_client(make_app(settings_for(n1.address, n2.address,
+                                                        sticky="false", **overrides)))
+    return client, n1, n2
+
+
 def manager_of(client: Client) -> SessionManager:
     return client.app[MANAGER_KEY]
 

@@ -6,19 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.support.memcached import MemcachedProcess
-
-from .apps import make_app, settings_for
-from .clients import Client, ClientFactory, Factory, get_as, manager_of
+from .clients import Client, ClientFactory, Factory, get_as, manager_of, two_nodes
 from .stored import attributes_at, put, record_at, server_stat
-
-
-async def two_nodes(aiohttp_client: ClientFactory, memcached_factory: Factory,
-                    **overrides: object) -> tuple[Client, MemcachedProcess, MemcachedProcess]:
-    n1, n2 = memcached_factory(), memcached_factory()
-    client = await aiohttp_client(make_app(settings_for(n1.address, n2.address,
-                                                        sticky="false", **overrides)))
-    return client, n1, n2
 
 
 async def test_both_copies_written_and_nothing_kept_in_memory(

@@ -11,8 +11,7 @@ import asyncio
 
 from tests.support.memcached import MemcachedProcess
 
-from .apps import make_app, settings_for
-from .clients import Client, ClientFactory, Factory, get_as, manager_of, new_session
+from .clients import ClientFactory, Factory, get_as, manager_of, new_session, two_nodes
 from .stored import attributes_at, put, raw_at, record_at, server_stat, ttl
 
 _COMMANDS = ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses")
@@ -26,14 +25,6 @@ async def counts(*nodes: MemcachedProcess) -> list[dict[str, int]]:
 def grown(after: list[dict[str, int]], before: list[dict[str, int]]) -> list[dict[str, int]]:
     return [{name: a[name] - b[name] for name in _COMMANDS if a[name] != b[name]}
             for a, b in zip(after, before, strict=True)]
-
-
-async def two_nodes(aiohttp_client: ClientFactory, memcached_factory: Factory,
-                    **overrides: object) -> tuple[Client, MemcachedProcess, MemcachedProcess]:
-    n1, n2 = memcached_factory(), memcached_factory()
-    client = await aiohttp_client(make_app(settings_for(n1.address, n2.address,
-                                                        sticky="false", **overrides)))
-    return client, n1, n2
 
 
 async def test_a_read_only_request_is_one_meta_get_and_nothing_else(
